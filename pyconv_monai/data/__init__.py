@@ -1,0 +1,52 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Datalists and splits of the training sets, DICOM series discovery, readers MONAI lacks, slices of volumes."""
+
+from .datalist import DISPLAY_AXCODES, LAYOUTS, detect_layout, load_datalist, safe_case_id
+from .dicom import (
+    DicomSegReader,
+    DicomSeries,
+    DicomSeriesReader,
+    find_dicom_series,
+    is_dicom_file,
+    is_dicom_seg,
+    load_dicom_series,
+    series_geometry,
+)
+from .formats import SUPPORTED_FORMATS, file_stem, get_reader, image_kind, num_slices, slice_axis
+from .geometry import geometry_mismatch, take_slice
+from .meta import tracking_meta
+from .slices import SliceIterd, volume_slice_dataset
+from .split import split_datalist
+from .tiff import TiffReader, tiff_num_pages
+
+__all__ = [
+    "DISPLAY_AXCODES",
+    "DicomSegReader",
+    "DicomSeries",
+    "DicomSeriesReader",
+    "LAYOUTS",
+    "SUPPORTED_FORMATS",
+    "SliceIterd",
+    "TiffReader",
+    "detect_layout",
+    "file_stem",
+    "find_dicom_series",
+    "geometry_mismatch",
+    "get_reader",
+    "image_kind",
+    "is_dicom_file",
+    "is_dicom_seg",
+    "load_datalist",
+    "load_dicom_series",
+    "num_slices",
+    "safe_case_id",
+    "series_geometry",
+    "slice_axis",
+    "split_datalist",
+    "take_slice",
+    "tiff_num_pages",
+    "tracking_meta",
+    "volume_slice_dataset",
+]

@@ -1,0 +1,8 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+from .checkpoint_saver import AtomicCheckpointSaver, AtomicDiskSaver
+from .early_stop import ValidationEarlyStopHandler
+from .latest_checkpoint import LatestCheckpointHandler
+
+__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "LatestCheckpointHandler", "ValidationEarlyStopHandler"]

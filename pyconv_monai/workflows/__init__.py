@@ -1,0 +1,36 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""What the bundles under ``bundles/`` share: recipes of handlers and post-processing, paths, distributed set-up."""
+
+from .bundle import as_bool, bundle_root, latest_checkpoint, preserve_existing
+from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
+from .recipes import (
+    augmentation,
+    binary_postprocessing,
+    case_names,
+    evaluation_handlers,
+    load_transforms,
+    train_handlers,
+    validation_handlers,
+)
+
+__all__ = [
+    "as_bool",
+    "augmentation",
+    "load_transforms",
+    "binary_postprocessing",
+    "bundle_root",
+    "case_names",
+    "ddp",
+    "distributed_device",
+    "evaluation_handlers",
+    "init_distributed",
+    "is_main_process",
+    "latest_checkpoint",
+    "main_process_only",
+    "preserve_existing",
+    "rank",
+    "train_handlers",
+    "validation_handlers",
+]

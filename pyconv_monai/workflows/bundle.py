@@ -1,0 +1,134 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Small helpers that bundle configs call: where the bundle is, flags from the command line, checkpoint files."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bundle_root", "as_bool", "latest_checkpoint", "preserve_existing"]
+
+logger = logging.getLogger(__name__)
+
+
+def _config_root_from_stack() -> Path | None:
+    from monai.bundle import ConfigWorkflow
+
+    for frame_info in inspect.stack()[2:]:
+        owner = frame_info.frame.f_locals.get("self")
+        if isinstance(owner, ConfigWorkflow):
+            return Path(owner.config_root_path)
+    return None
+
+
+def _config_root_from_argv(argv: list[str]) -> Path | None:
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--config_file" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config_file="):
+            value = arg.split("=", 1)[1]
+        if value:
+            if value.strip().startswith("["):
+                value = ast.literal_eval(value)[0]
+            return Path(value).parent
+    return None
+
+
+def bundle_root(default: str = ".") -> str:
+    """Folder of the bundle whose config is running, whatever the working directory.
+
+    It is the parent of the ``configs`` folder holding the config file given to ``python -m monai.bundle`` (found
+    from the running ``ConfigWorkflow``, else from ``--config_file`` on the command line). Config files use it as
+    ``"bundle_root": "$pyconv_monai.workflows.bundle_root()"`` so that ``models/`` and ``eval/`` land inside the
+    bundle both when run from the repository root and from the bundle folder. ``--bundle_root DIR`` overrides it.
+
+    Args:
+        default: returned when no bundle config is being run (e.g. a config parsed from Python).
+
+    Returns:
+        the absolute path of the bundle folder.
+    """
+    root = _config_root_from_stack() or _config_root_from_argv(sys.argv)
+    if root is None:
+        return os.path.abspath(default)
+    root = root.resolve()
+    return str(root.parent if root.name == "configs" else root)
+
+
+def as_bool(value: Any) -> bool:
+    """Read a command-line flag: ``True``, ``"true"``, ``"1"``, ``"yes"`` are true; ``False``, ``"false"``, ``"0"``,
+    ``"no"``, ``""`` are false.
+
+    ``python -m monai.bundle run ... --resume false`` passes the string ``"false"``, which Python would call true.
+
+    Raises:
+        ValueError: for any other string.
+    """
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("true", "1", "yes", "y", "on"):
+            return True
+        if v in ("false", "0", "no", "n", "off", "", "none"):
+            return False
+        raise ValueError(f"expected a boolean flag (true/false), got {value!r}.")
+    return bool(value)
+
+
+_EPOCH = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
+
+
+def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str | None:
+    """Path of the most recent epoch checkpoint (``checkpoint_epoch=N.pt``) in ``ckpt_dir``.
+
+    Args:
+        ckpt_dir: folder the training run writes its checkpoints to.
+        required: raise when there is none (else return ``None``).
+
+    Raises:
+        FileNotFoundError: when ``required`` and no epoch checkpoint exists, with what the folder holds.
+    """
+    found = []
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            m = _EPOCH.match(name)
+            if m:
+                found.append((int(m.group(1)), name))
+    if not found:
+        if required:
+            content = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "the folder does not exist"
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint_epoch=N.pt in {ckpt_dir} ({content}); start without --resume."
+            )
+        return None
+    return os.path.join(ckpt_dir, max(found)[1])
+
+
+def preserve_existing(path: str) -> str | None:
+    """Keep a file that a new run would replace: rename ``model.pt`` to ``model.<timestamp>.pt``.
+
+    Bundle configs call it at the start of a fresh (not resumed) training run, so that earlier weights (for
+    example a model the user trained before) are never silently overwritten.
+
+    Returns:
+        the new path of the preserved file, or ``None`` when there was nothing to preserve.
+    """
+    if not os.path.isfile(path):
+        return None
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    target, n = f"{stem}.{stamp}{ext}", 1
+    while os.path.exists(target):
+        target, n = f"{stem}.{stamp}-{n}{ext}", n + 1
+    os.replace(path, target)
+    logger.warning(f"kept the existing {path} as {target}; this run writes a new {os.path.basename(path)}")
+    return target
