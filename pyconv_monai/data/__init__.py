@@ -1,8 +1,10 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Datalists and splits of the training sets, DICOM series discovery, readers MONAI lacks, slices of volumes."""
+"""Datalists and splits of the training sets, DICOM series discovery, the cases of an inference run, readers MONAI
+lacks, slices of volumes."""
 
+from .cases import DEFAULT_EXCLUDE, find_cases
 from .datalist import DISPLAY_AXCODES, LAYOUTS, detect_layout, load_datalist, safe_case_id
 from .dicom import (
     DicomSegReader,
@@ -22,6 +24,7 @@ from .split import split_datalist
 from .tiff import TiffReader, tiff_num_pages
 
 __all__ = [
+    "DEFAULT_EXCLUDE",
     "DISPLAY_AXCODES",
     "DicomSegReader",
     "DicomSeries",
@@ -32,6 +35,7 @@ __all__ = [
     "TiffReader",
     "detect_layout",
     "file_stem",
+    "find_cases",
     "find_dicom_series",
     "geometry_mismatch",
     "get_reader",

@@ -3,13 +3,16 @@
 
 """Networks of the PyConvU-Net comparison; every class is usable as a ``_target_`` in bundle configs."""
 
-from .blocks import PyConv, PyConvNormAct, TwoPyConv
+from .blocks import FastPyConv, PyConv, PyConvNormAct, TwoPyConv
 from .nets import FCN8s, PyConvUNet, PyConvUnet, UNetPlusPlus, ValidUNet
 from .registry import NETWORKS, NetworkSpec, get_network, list_networks
+from .utils import OPTIMIZE_MODES, autotune_pyconv, optimize_pyconv, pyconv_modes
 
 __all__ = [
     "FCN8s",
+    "FastPyConv",
     "NETWORKS",
+    "OPTIMIZE_MODES",
     "NetworkSpec",
     "PyConv",
     "PyConvNormAct",
@@ -18,6 +21,9 @@ __all__ = [
     "TwoPyConv",
     "UNetPlusPlus",
     "ValidUNet",
+    "autotune_pyconv",
     "get_network",
     "list_networks",
+    "optimize_pyconv",
+    "pyconv_modes",
 ]

@@ -1,10 +1,12 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What the bundles under ``bundles/`` share: recipes of handlers and post-processing, paths, distributed set-up."""
+"""What the bundles under ``bundles/`` share: recipes of handlers and post-processing, paths, distributed set-up,
+and the inference runner."""
 
 from .bundle import as_bool, bundle_root, latest_checkpoint, preserve_existing
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
+from .inference import InferenceError, SegmentationPredictor, load_weights, orientation
 from .recipes import (
     augmentation,
     binary_postprocessing,
@@ -16,6 +18,8 @@ from .recipes import (
 )
 
 __all__ = [
+    "InferenceError",
+    "SegmentationPredictor",
     "as_bool",
     "augmentation",
     "load_transforms",
@@ -28,7 +32,9 @@ __all__ = [
     "init_distributed",
     "is_main_process",
     "latest_checkpoint",
+    "load_weights",
     "main_process_only",
+    "orientation",
     "preserve_existing",
     "rank",
     "train_handlers",

@@ -226,3 +226,60 @@ def test_bundle_exports_to_torchscript(bundle, tmp_path):
     )  # fmt: skip
     ts = torch.jit.load(str(tmp_path / "model.ts"))
     assert ts(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def inference_input(bundle: str, shared_data: Path | None, root: Path) -> Path:
+    """Small real inputs: two pages of the embedded EM stack; the 3-slice real CT DICOM series."""
+    if bundle == "neuron_em_segmentation":
+        import tifffile
+
+        folder = root / "em"
+        folder.mkdir()
+        pages = tifffile.imread(EMBEDDED_DATA / "isbi2012_em" / "train-volume.tif")[:2]
+        tifffile.imwrite(folder / "stack.tif", pages, photometric="minisblack")
+        return folder
+    return shared_data / "ct_dicom_dcmqi_3slice" / "dicom"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_inference_from_the_repository_root_and_the_bundle_folder(bundle, data_root, tmp_path):
+    """``run inference`` from the root (outputs in the bundle's eval/) and plain ``run`` from the bundle folder give
+    the same masks with the bundle's own network (PyConvU-Net, fresh weights: no trained weights are shipped)."""
+    import nibabel as nib
+    import numpy as np
+    import tifffile
+
+    bundle_dir = copy_bundle(bundle, tmp_path)
+    data = inference_input(bundle, data_root, tmp_path)
+    (bundle_dir / "models").mkdir(exist_ok=True)
+    from pyconv_monai.networks import get_network
+
+    torch.manual_seed(0)
+    torch.save(get_network("pyconvunet").state_dict(), bundle_dir / "models" / "model.pt")  # the default ckpt_file
+    run_bundle(
+        ["run", "inference", "--config_file", f"bundles/{bundle}/configs/inference.json", "--dataset_dir", str(data),
+         "--progress", "false"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    run_bundle(
+        ["run", "--config_file", "configs/inference.json", "--dataset_dir", str(data), "--output_dir", str(out),
+         "--progress", "false"],
+        cwd=bundle_dir,
+    )  # fmt: skip
+    first, second = bundle_dir / "eval", out
+    for folder in (first, second):
+        with open(folder / "volumes.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["status"] for r in rows] == ["ok"], rows
+    if bundle == "neuron_em_segmentation":
+        a, b = tifffile.imread(first / "stack_seg.tif"), tifffile.imread(second / "stack_seg.tif")
+        assert a.shape == (2, 512, 512)
+    else:
+        assert sorted(p.name for p in first.iterdir()) == ["99000_S2_seg.dcm", "99000_S2_seg.nii.gz", "volumes.csv"]
+        a, b = nib.load(first / "99000_S2_seg.nii.gz"), nib.load(second / "99000_S2_seg.nii.gz")
+        np.testing.assert_allclose(a.affine, b.affine)
+        a, b = np.asarray(a.dataobj), np.asarray(b.dataobj)
+        assert a.shape == (512, 512, 3)
+    np.testing.assert_array_equal(a, b)

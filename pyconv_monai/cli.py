@@ -1,0 +1,169 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Console entry point ``pyconv-monai``: a short form of the bundles' commands.
+
+``pyconv-monai segment IN OUT --bundle liver_ct_segmentation`` runs exactly
+``python -m monai.bundle run --config_file bundles/liver_ct_segmentation/configs/inference.json --dataset_dir IN
+--output_dir OUT`` (plus the overrides given), through MONAI's ``ConfigWorkflow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bundle_dir", "list_bundles", "main", "segment"]
+
+logger = logging.getLogger(__name__)
+# bundles of this repository: <repo>/bundles beside the package (an editable or source install)
+BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+
+
+def list_bundles(root: str | os.PathLike = BUNDLES_DIR) -> list[str]:
+    """Names of the bundles under ``root`` that have an inference config."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "configs" / "inference.json").is_file())
+
+
+def bundle_dir(bundle: str | os.PathLike) -> Path:
+    """The folder of a bundle given by path or by name (a folder of this repository's ``bundles/``).
+
+    Raises:
+        FileNotFoundError: neither a bundle folder with ``configs/inference.json`` nor a known name.
+    """
+    path = Path(bundle).expanduser()
+    if (path / "configs" / "inference.json").is_file():
+        return path.resolve()
+    named = BUNDLES_DIR / str(bundle)
+    if (named / "configs" / "inference.json").is_file():
+        return named.resolve()
+    known = ", ".join(list_bundles()) or f"none found in {BUNDLES_DIR}"
+    raise FileNotFoundError(
+        f"no bundle {str(bundle)!r}: give a bundle folder (holding configs/inference.json) or one of: {known}."
+    )
+
+
+def segment(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    bundle: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    configure_logging: bool = True,
+) -> list[dict]:
+    """Run a bundle's ``inference.json`` on ``input_dir``, writing to ``output_dir``.
+
+    Args:
+        input_dir: a folder (DICOM series, NIfTI, NRRD, TIFF, 2D images) or one file.
+        output_dir: the output folder.
+        bundle: a bundle name or folder.
+        overrides: more config overrides, e.g. ``{"overwrite": True, "device": "cpu", "batch_size": 8}``.
+        configure_logging: apply the bundle's ``configs/logging.conf`` (INFO to stdout); False keeps the caller's
+            logging set-up.
+
+    Returns:
+        the per-case rows of ``volumes.csv``.
+
+    Raises:
+        pyconv_monai.workflows.InferenceError: some cases failed (the others were written).
+        FileNotFoundError, FileExistsError, ValueError: see :meth:`pyconv_monai.workflows.SegmentationPredictor.run`.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    root = bundle_dir(bundle)
+    configs = root / "configs"
+    logging_file = configs / "logging.conf"
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "inference.json"),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(logging_file) if configure_logging and logging_file.is_file() else False,
+        workflow_type=None,
+        bundle_root=str(root),
+        dataset_dir=os.path.abspath(input_dir),
+        output_dir=os.path.abspath(output_dir),
+        **(overrides or {}),
+    )
+    workflow.initialize()
+    try:
+        rows = workflow.run()
+    finally:
+        workflow.finalize()
+    return rows[0] if isinstance(rows, list) and rows else rows
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyconv-monai", description="PyConvU-Net segmentation with MONAI bundles.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    seg = sub.add_parser(
+        "segment",
+        help="segment every DICOM series, NIfTI/NRRD volume, TIFF stack or 2D image under IN into OUT",
+        description="Writes <case>_seg.nii.gz (volumes; same affine as the input), <case>_seg.dcm (DICOM SEG, for "
+        "DICOM series), <case>_seg.tif / .png (TIFF / 2D input) and volumes.csv. Exit status 1 when a case failed "
+        "(the others are written), 2 when the run could not start.",
+    )
+    seg.add_argument("input", help="input folder (searched recursively) or one file")
+    seg.add_argument("output", help="output folder")
+    seg.add_argument("--bundle", required=True, help=f"bundle name ({', '.join(list_bundles())}) or bundle folder")
+    seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    seg.add_argument("--device", help="e.g. cpu, cuda:0 (default: cuda:0 if available)")
+    seg.add_argument("--batch-size", type=int, help="slices per forward pass (default 4)")
+    seg.add_argument("--ckpt-file", help="model weights (default: <bundle>/models/model.pt)")
+    seg.add_argument("--network-name", help="network of the weights, if not the bundle's pyconvunet")
+    seg.add_argument("--no-dicom-seg", action="store_true", help="do not write DICOM SEG objects")
+    seg.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _cause(e: BaseException) -> BaseException:
+    """The first exception along the ``__cause__`` chain that is not MONAI's "Failed to evaluate" wrapper."""
+    seen = set()
+    while type(e) is RuntimeError and e.__cause__ is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__
+    return e
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pyconv-monai`` command; returns the exit status (0 ok, 1 a case failed, 2 the run could not start)."""
+    from pyconv_monai.workflows import InferenceError
+
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.overwrite:
+        overrides["overwrite"] = True
+    if args.device:
+        overrides["device"] = args.device
+        overrides["amp"] = args.device.startswith("cuda")
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.ckpt_file:
+        overrides["ckpt_file"] = os.path.abspath(args.ckpt_file)
+    if args.network_name:
+        overrides["network_name"] = args.network_name
+    if args.no_dicom_seg:
+        overrides["dicom_seg"] = False
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        segment(args.input, args.output, args.bundle, overrides)
+    except Exception as e:  # MONAI wraps a failing config expression in RuntimeError: report the cause
+        cause = _cause(e)
+        if isinstance(cause, InferenceError):
+            print(f"pyconv-monai: {cause}", file=sys.stderr)
+            return 1
+        if isinstance(cause, (FileNotFoundError, FileExistsError, ValueError)):
+            print(f"pyconv-monai: error: {cause}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

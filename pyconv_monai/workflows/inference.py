@@ -1,0 +1,402 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Segment every case under a folder with a 2D network, slice by slice, and write masks that viewers open.
+
+:class:`SegmentationPredictor` is what the bundles' ``inference.json`` runs. Per case (a DICOM series, a NIfTI or
+NRRD volume, a TIFF stack or a 2D image, found by :func:`pyconv_monai.data.find_cases`) it
+
+1. reads the image in its stored voxel order (DICOM: :class:`pyconv_monai.data.DicomSeriesReader`, HU),
+2. orients volumes with patient geometry to the axes the network was trained on (``axcodes``: ``"PLS"`` for slices
+   in radiological display, ``"ALS"`` for the vertically flipped LiTS slices; TIFF and 2D files as stored),
+3. applies the intensity transform that matches the training data for that kind of input,
+4. runs the network over the slices in batches (MONAI ``SliceInferer``) under ``torch.no_grad``, then sigmoid and
+   threshold (the bundle's ``postprocessing``),
+5. puts the mask back into the input's voxel order and writes it: NIfTI with the input's affine for DICOM, NIfTI and
+   NRRD input, plus a DICOM SEG for DICOM series; TIFF for TIFF; PNG for 2D images,
+
+and records a row of ``volumes.csv`` (slices, foreground voxels, volume in mL). A case that fails (unreadable or
+incomplete series, wrong modality, an existing output) is logged with its name and recorded in the CSV; the other
+cases go on, and the run raises :class:`InferenceError` at the end.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer, SliceInferer
+from monai.transforms import Compose
+from monai.utils import optional_import
+
+from pyconv_monai.data import DEFAULT_EXCLUDE, SUPPORTED_FORMATS, DicomSeriesReader, find_cases
+from pyconv_monai.data.formats import GEOMETRY_KINDS
+from pyconv_monai.data.meta import tracking_meta
+from pyconv_monai.workflows.bundle import as_bool
+from pyconv_monai.writers import (
+    mask_suffix,
+    output_path,
+    remove_stale_temps,
+    write_csv,
+    write_dicom_seg,
+    write_nifti_mask,
+    write_png_mask,
+    write_tiff_mask,
+)
+
+tqdm, _has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = ["InferenceError", "SegmentationPredictor", "load_weights", "orientation"]
+
+logger = logging.getLogger(__name__)
+
+
+class InferenceError(RuntimeError):
+    """Some cases of an inference run failed (the others were written).
+
+    Attributes:
+        rows: the per-case results, as written to ``volumes.csv``.
+    """
+
+    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
+
+
+def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike | None, device: Any = "cpu") -> torch.nn.Module:
+    """Load trained weights into ``network``: a state dict, or a checkpoint holding it under ``model``/``network``.
+
+    Args:
+        network: the bundle's network.
+        ckpt_file: ``models/model.pt`` as the training run writes it (DDP ``module.`` prefixes are removed).
+        device: where to map the tensors.
+
+    Returns:
+        ``network``.
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_file``; the message says how to get or choose weights.
+        ValueError: the file is not a checkpoint, or its tensors do not fit the network.
+    """
+    path = None if ckpt_file is None else os.fspath(ckpt_file)
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no model weights at {path}: no trained weights are shipped with the bundles. Train the bundle first "
+            "(python -m monai.bundle run training --config_file <bundle>/configs/train.json writes "
+            "<bundle>/models/model.pt) or pass --ckpt_file /path/to/model.pt (pyconv-monai segment: --ckpt-file)."
+        )
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
+    state = ckpt
+    if isinstance(ckpt, Mapping):
+        for key in ("model", "network", "state_dict"):
+            if isinstance(ckpt.get(key), Mapping):
+                state = ckpt[key]
+                break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}.")
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = str(e).splitlines()
+        raise ValueError(
+            f"{path} does not fit the network {type(network).__name__} (trained with another --network_name or "
+            f"--network_def?): {' '.join(detail[:3])[:600]}"
+        ) from e
+    return network
+
+
+def orientation(affine: np.ndarray, axcodes: str) -> tuple[np.ndarray, np.ndarray]:
+    """nibabel orientation transforms between an array's stored axes and ``axcodes`` (and back).
+
+    The same reorientation as MONAI's ``Orientation(axcodes)`` (nibabel's labels: ``"R"`` means the axis runs towards
+    the patient's right), done on plain arrays so that the mask can be put back exactly.
+
+    Args:
+        affine: the 4x4 voxel-to-RAS affine of the stored array.
+        axcodes: the target, e.g. ``"PLS"``.
+
+    Returns:
+        ``(forward, backward)`` for ``nibabel.orientations.apply_orientation``.
+    """
+    start = nib.orientations.io_orientation(np.asarray(affine, float))
+    target = nib.orientations.axcodes2ornt(tuple(axcodes.upper()))
+    return nib.orientations.ornt_transform(start, target), nib.orientations.ornt_transform(target, start)
+
+
+def _ignored(w: warnings.WarningMessage) -> bool:
+    """Warnings not worth a line per case: deprecations, and MONAI's note that an optional GPU decoder is absent."""
+    return issubclass(w.category, (DeprecationWarning, FutureWarning)) or "nvImageCodec" in str(w.message)
+
+
+def _as_transform(t: Callable | Sequence[Callable] | None) -> Callable | None:
+    if t is None:
+        return None
+    if isinstance(t, Sequence):
+        return Compose(list(t)) if len(t) else None
+    return t
+
+
+class SegmentationPredictor:
+    """Segment every case under a folder with a 2D network and write masks, DICOM SEGs and ``volumes.csv``.
+
+    Args:
+        network: the 2D network (logits, one channel), e.g. the bundle's ``network_def``.
+        output_dir: the output folder (created); nothing is written outside it.
+        ckpt_file: the weights (``models/model.pt``); ``None`` uses the network's weights as they are (for callers
+            that loaded them already).
+        inferer: runs the network over a ``(1, C, H, W, N)`` volume; default: ``SliceInferer`` over the last axis,
+            whole slices, ``batch_size`` slices at a time.
+        preprocessing: dictionary transform of ``{"image": (1, H, W, N)}`` for inputs without patient geometry (TIFF,
+            2D images): the training intensity transform.
+        ct_preprocessing: the same for volumes with patient geometry (DICOM, NIfTI, NRRD, in HU); ``None`` uses
+            ``preprocessing``.
+        postprocessing: from the inferer's output ``(C, H, W, N)`` to a binary mask (e.g. sigmoid and threshold);
+            ``None`` thresholds logits at 0.
+        axcodes: orientation volumes with geometry are brought to before slicing along the last axis (``None``:
+            as stored).
+        expected_modality: DICOM series of another Modality are refused (``None``: any).
+        segment: label and codes of the DICOM SEG segment (see :func:`pyconv_monai.writers.segment_description`).
+        dicom_seg: write a DICOM SEG for each DICOM series.
+        batch_size: slices per forward pass of the default inferer.
+        device: where the network runs.
+        amp: mixed precision on CUDA.
+        overwrite: replace existing outputs (otherwise a case whose outputs exist fails, and a run whose
+            ``volumes.csv`` exists does not start).
+        progress: progress bars (cases; slices) with ETA.
+        exclude: file-name patterns not to segment (see :func:`pyconv_monai.data.find_cases`).
+        csv_name: name of the results table in ``output_dir``.
+        algorithm: the algorithm's name in the DICOM SEG.
+        raise_on_error: raise :class:`InferenceError` after the run when a case failed.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        output_dir: str | os.PathLike,
+        ckpt_file: str | os.PathLike | None = None,
+        inferer: Inferer | None = None,
+        preprocessing: Callable | Sequence[Callable] | None = None,
+        ct_preprocessing: Callable | Sequence[Callable] | None = None,
+        postprocessing: Callable | Sequence[Callable] | None = None,
+        axcodes: str | None = None,
+        expected_modality: str | None = None,
+        segment: Mapping[str, Any] | None = None,
+        dicom_seg: bool | str = True,
+        batch_size: int = 4,
+        device: str | torch.device = "cpu",
+        amp: bool | str = False,
+        overwrite: bool | str = False,
+        progress: bool | str = True,
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        csv_name: str = "volumes.csv",
+        algorithm: str = "pyconv-monai",
+        raise_on_error: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = network.to(self.device)
+        self.output_dir = os.path.abspath(os.fspath(output_dir))
+        self.ckpt_file = None if ckpt_file is None else os.fspath(ckpt_file)
+        self.progress = as_bool(progress) and _has_tqdm
+        self.batch_size = int(batch_size)
+        self.inferer = inferer or SliceInferer(
+            roi_size=(-1, -1), sw_batch_size=self.batch_size, spatial_dim=2, overlap=0.0, progress=self.progress
+        )
+        self.preprocessing = _as_transform(preprocessing)
+        self.ct_preprocessing = _as_transform(ct_preprocessing)
+        self.postprocessing = _as_transform(postprocessing)
+        self.axcodes = axcodes or None
+        self.expected_modality = expected_modality or None
+        self.segment = dict(segment or {})
+        self.dicom_seg = as_bool(dicom_seg)
+        self.amp = as_bool(amp)
+        self.overwrite = as_bool(overwrite)
+        self.exclude = tuple(exclude or ())
+        self.csv_name = csv_name
+        self.algorithm = algorithm
+        self.raise_on_error = raise_on_error
+        self._weights_loaded = ckpt_file is None
+
+    def __call__(self, dataset_dir: str | os.PathLike) -> list[dict]:
+        return self.run(dataset_dir)
+
+    def run(self, dataset_dir: str | os.PathLike) -> list[dict]:
+        """Segment every case under ``dataset_dir`` (a folder or one file) and write the outputs and ``volumes.csv``.
+
+        Returns:
+            one dict per case (the CSV's rows, see :data:`pyconv_monai.writers.VOLUME_COLUMNS`).
+
+        Raises:
+            FileNotFoundError: the input or the weights do not exist.
+            FileExistsError: ``volumes.csv`` exists in the output folder and ``overwrite`` is False.
+            ValueError: no image under ``dataset_dir``, or weights that do not fit the network.
+            InferenceError: after all cases ran and the CSV was written, when a case failed and ``raise_on_error``.
+        """
+        start = time.perf_counter()
+        if not os.path.exists(dataset_dir):
+            raise FileNotFoundError(f"input not found: {os.path.abspath(dataset_dir)}")
+        csv_path = output_path(self.output_dir, self.csv_name)
+        if os.path.lexists(csv_path) and not self.overwrite:
+            raise FileExistsError(
+                errno.EEXIST, "the output folder holds the results of an earlier run; pass --overwrite true "
+                "(pyconv-monai segment: --overwrite) to replace them, or choose another output folder", csv_path
+            )  # fmt: skip
+        if not self._weights_loaded:
+            load_weights(self.network, self.ckpt_file, self.device)
+            self._weights_loaded = True
+            logger.info(f"loaded weights from {self.ckpt_file}")
+        self.network.eval()
+        os.makedirs(self.output_dir, exist_ok=True)
+        for path in remove_stale_temps(self.output_dir):
+            logger.info(f"removed {path}, left by an interrupted run")
+        cases = find_cases(dataset_dir, exclude=self.exclude, skip_dirs=[self.output_dir])
+        if not cases:
+            raise ValueError(f"no images found under {os.path.abspath(dataset_dir)}; supported: {SUPPORTED_FORMATS}.")
+        logger.info(f"{len(cases)} case(s) under {os.path.abspath(dataset_dir)}; writing to {self.output_dir}")
+        bar = tqdm(cases, desc="cases", unit="case", disable=not self.progress) if self.progress else cases
+        rows = [self.predict_case(case) for case in bar]
+        write_csv(rows, csv_path, overwrite=self.overwrite)
+        failed = [r for r in rows if r["status"] != "ok"]
+        seconds = time.perf_counter() - start
+        logger.info(f"{len(rows) - len(failed)} of {len(rows)} case(s) segmented in {seconds:.1f} s; see {csv_path}")
+        if failed and self.raise_on_error:
+            listing = "; ".join(f"{r['case']}: {r['message']}" for r in failed[:5])
+            more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise InferenceError(
+                f"{len(failed)} of {len(rows)} case(s) failed (the others were written; see {csv_path}): "
+                f"{listing}{more}",
+                rows,
+            )
+        return rows
+
+    def predict_case(self, case: Mapping[str, Any]) -> dict:
+        """Segment one case of :func:`pyconv_monai.data.find_cases` and write its outputs; never raises.
+
+        Returns:
+            its row of ``volumes.csv``: ``status`` is ``"ok"`` or ``"error"`` with the reason in ``message``.
+        """
+        name = str(case["case"])
+        row: dict[str, Any] = {
+            "case": name,
+            "input": case["image"],
+            "kind": case["kind"],
+            "series_uid": case.get("series_uid", ""),
+            "status": "error",
+            "message": "",
+        }
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._predict(case, row)
+            notes = [str(w.message) for w in caught if not _ignored(w)]
+            for note in notes:
+                logger.warning(f"{name}: {note}")
+            row["status"] = "ok"
+            fg, ml = row.get("foreground_voxels"), row.get("volume_ml")
+            size = f", {ml:.2f} mL" if ml is not None else ""
+            logger.info(f"{name}: {row['slices']} slice(s), {fg} foreground voxel(s){size}")
+        except Exception as e:  # one bad case must not stop the others: log, record, go on
+            known = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+            message = str(e) if isinstance(e, known) else f"{type(e).__name__}: {e}"
+            row["message"] = " ".join(message.split())
+            logger.error(f"case {name} ({case['image']}) failed: {row['message']}")
+        return row
+
+    def _outputs(self, name: str, kind: str) -> tuple[str, str | None]:
+        mask = output_path(self.output_dir, f"{name}_seg{mask_suffix(kind)}")
+        seg = output_path(self.output_dir, f"{name}_seg.dcm") if kind == "dicom_series" and self.dicom_seg else None
+        for path in (mask, seg):
+            if path is not None and os.path.lexists(path) and not self.overwrite:
+                raise FileExistsError(
+                    f"{path} exists; pass --overwrite true (pyconv-monai segment: --overwrite) to replace it"
+                )
+        return mask, seg
+
+    def _load(self, case: Mapping[str, Any]) -> tuple[MetaTensor, list | None]:
+        """The image ``(1, X, Y, Z)`` in its stored voxel order, and the DICOM headers in slice order (DICOM only)."""
+        from pyconv_monai.transforms import LoadVolume
+
+        if case["kind"] != "dicom_series":
+            return LoadVolume(axcodes=None)(case["image"]), None
+        reader = DicomSeriesReader()
+        data = reader.read(list(case["files"]))
+        modality = str(data.headers[0].get("Modality", "") or "")
+        if self.expected_modality and modality.upper() != self.expected_modality.upper():
+            raise ValueError(
+                f"modality {modality or 'unknown'!r}: this bundle segments {self.expected_modality} images; "
+                "the series was not processed"
+            )
+        array, meta = reader.get_data(data)
+        extra = {k: v for k, v in meta.items() if k not in ("affine", "original_affine", "spatial_shape")}
+        with tracking_meta():
+            vol = MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(meta["affine"]), meta=extra)
+        return vol, data.headers
+
+    def _infer(self, image: torch.Tensor) -> np.ndarray:
+        """Binary mask ``(H, W, N)`` of a preprocessed ``(1, H, W, N)`` image."""
+        x = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float()
+        x = x[None].to(self.device)
+        use_amp = self.amp and self.device.type == "cuda"
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=use_amp):
+            logits = self.inferer(x, self.network)
+        out = logits[0]
+        out = self.postprocessing(out) if self.postprocessing is not None else out > 0
+        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+        return out[0].detach().float().cpu().numpy() > 0.5
+
+    def _predict(self, case: Mapping[str, Any], row: dict) -> None:
+        name, kind = str(case["case"]), case["kind"]
+        mask_path, seg_path = self._outputs(name, kind)
+        vol, headers = self._load(case)
+        affine = np.asarray(vol.affine, float)
+        array = vol.as_tensor()[0].numpy()
+        geometry = kind in GEOMETRY_KINDS
+        back = None
+        if geometry and self.axcodes:
+            forward, back = orientation(affine, self.axcodes)
+            array = nib.orientations.apply_orientation(array, forward)
+        transform = self.ct_preprocessing if geometry and self.ct_preprocessing is not None else self.preprocessing
+        with tracking_meta():
+            image = MetaTensor(torch.as_tensor(np.ascontiguousarray(array))[None])
+        if transform is not None:
+            image = transform({"image": image})["image"]
+        mask = self._infer(image)
+        row["slices"] = int(mask.shape[-1])
+        if back is not None:
+            mask = nib.orientations.apply_orientation(mask, back)
+        mask = np.ascontiguousarray(mask)
+        foreground = int(mask.sum())
+        row["foreground_voxels"] = foreground
+        if geometry:
+            voxel = float(abs(np.linalg.det(affine[:3, :3])))
+            row["voxel_volume_mm3"] = voxel
+            row["volume_ml"] = foreground * voxel / 1000.0
+            write_nifti_mask(mask, affine, mask_path, overwrite=self.overwrite)
+        elif kind == "tiff":
+            write_tiff_mask(mask if mask.shape[-1] > 1 else mask[..., 0], mask_path, overwrite=self.overwrite)
+        else:
+            write_png_mask(mask[..., 0], mask_path, overwrite=self.overwrite)
+        row["mask"] = os.path.basename(mask_path)
+        if seg_path is not None and headers is not None:
+            frames = mask.transpose(2, 1, 0)  # (columns, rows, slices) -> (slices, rows, columns), headers' order
+            try:
+                notes = write_dicom_seg(
+                    frames, headers, seg_path, self.segment, overwrite=self.overwrite, algorithm=self.algorithm
+                )
+            except Exception as e:
+                raise ValueError(f"the mask {row['mask']} was written, the DICOM SEG was not: {e}") from e
+            row["dicom_seg"] = os.path.basename(seg_path)
+            if notes:
+                row["message"] = "DICOM SEG: " + "; ".join(notes)

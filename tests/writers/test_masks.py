@@ -1,0 +1,67 @@
+"""Mask files: NIfTI keeps the image's affine, TIFF keeps the page count, PNG the size; all refuse to clobber."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from pyconv_monai.writers import mask_suffix, write_csv, write_nifti_mask, write_png_mask, write_tiff_mask
+
+
+def test_nifti_mask_has_the_image_affine(shared_data, tmp_path):
+    ct = nib.load(shared_data / "ct_nifti_totalseg" / "example_ct_sm.nii.gz")
+    label = np.asarray(nib.load(shared_data / "ct_nifti_totalseg" / "example_seg.nii.gz").dataobj) == 5  # liver
+    path = write_nifti_mask(label, ct.affine, tmp_path / "liver_seg.nii.gz")
+    out = nib.load(path)
+    np.testing.assert_allclose(out.affine, ct.affine, atol=1e-5)
+    assert out.shape == ct.shape and out.get_data_dtype() == np.uint8
+    assert int(out.header["sform_code"]) == 1 and int(out.header["qform_code"]) == 1
+    np.testing.assert_array_equal(np.asarray(out.dataobj), label.astype(np.uint8))
+    with pytest.raises(FileExistsError):
+        write_nifti_mask(~label, ct.affine, path)
+    np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj), label.astype(np.uint8))  # unchanged
+    with pytest.raises(ValueError, match="3D mask"):
+        write_nifti_mask(label[..., 0], ct.affine, tmp_path / "x.nii.gz")
+
+
+def test_tiff_mask_keeps_pages(em_stack, tmp_path):
+    labels = em_stack[1][:4]  # (pages, H, W) real ISBI labels
+    stack = np.moveaxis(labels, 0, -1)  # (H, W, pages), as TiffReader gives stacks
+    path = write_tiff_mask(stack, tmp_path / "stack_seg.tif")
+    back = tifffile.imread(path)
+    assert back.shape == labels.shape and back.dtype == np.uint8
+    np.testing.assert_array_equal(back, np.where(labels > 0, 255, 0))
+    single = tifffile.imread(write_tiff_mask(stack[..., 0], tmp_path / "page_seg.tif"))
+    assert single.shape == labels.shape[1:]
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.pages) == 4
+
+
+def test_png_mask(em_stack, tmp_path):
+    label = em_stack[1][0]
+    path = write_png_mask(label, tmp_path / "a_seg.png")
+    back = np.asarray(Image.open(path))
+    assert back.shape == label.shape and set(np.unique(back)) == {0, 255}
+    np.testing.assert_array_equal(back > 0, label > 0)
+    with pytest.raises(ValueError, match="2D mask"):
+        write_png_mask(np.zeros((4, 4, 3)), tmp_path / "b.png")
+
+
+def test_mask_suffixes():
+    assert [mask_suffix(k) for k in ("dicom_series", "nifti", "nrrd", "tiff", "image2d")] == [
+        ".nii.gz", ".nii.gz", ".nii.gz", ".tif", ".png"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="no mask format"):
+        mask_suffix("dicom_seg")
+
+
+def test_csv(tmp_path):
+    path = write_csv([{"case": "a", "volume_ml": 1.0 / 3.0, "extra": 1}, {"case": "b"}], tmp_path / "v.csv")
+    lines = open(path).read().splitlines()
+    assert lines[0].startswith("case,input,kind,series_uid,status,message,slices,foreground_voxels")
+    assert lines[1].split(",")[0] == "a" and "0.333333" in lines[1] and lines[2].startswith("b,")
+    with pytest.raises(FileExistsError):
+        write_csv([], path)
