@@ -17,7 +17,8 @@ does), and its NIfTI mask is compared, in world coordinates, with a reference:
   least 500 mm^2. The lungs lie inside it, so *precision* (predicted voxels inside the reference) is the check;
   recall and Dice also count bowel gas.
 
-Bundles without weights are skipped with the reason (no trained weights are shipped yet: they need the GPU runs).
+Bundles without weights are skipped with the reason (the lung and liver weights are not shipped yet: they need
+the GPU runs).
 """
 
 from __future__ import annotations

@@ -571,8 +571,10 @@ class DicomSegReader(ImageReader):
 
     Segments are combined into one label map whose values are the segment numbers (binary and fractional SEGs;
     overlapping segments are an error). The output follows MONAI's convention (array ``(columns, rows, slices)``,
-    RAS affine), so it lines up with :class:`DicomSeriesReader`'s volume of the referenced series where the SEG covers
-    the same slices; meta ``labels`` maps segment labels to their numbers.
+    RAS affine); the slices keep highdicom's order, which may be the reverse of :class:`DicomSeriesReader`'s, but the
+    affine says so: after orientation to common axcodes (``LoadVolumed``, ``LoadSlice2Dd``) or resampling to the
+    image, label and image line up where the SEG covers the same slices. Meta ``labels`` maps segment labels to their
+    numbers.
 
     Args:
         affine_lps_to_ras: convert the affine to RAS, as MONAI's other readers.

@@ -90,7 +90,7 @@ def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike | None, 
     path = None if ckpt_file is None else os.fspath(ckpt_file)
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
-            f"no model weights at {path}: no trained weights are shipped with the bundles. Train the bundle first "
+            f"no model weights at {path}. Train the bundle first "
             "(python -m monai.bundle run training --config_file <bundle>/configs/train.json writes "
             "<bundle>/models/model.pt) or pass --ckpt_file /path/to/model.pt (pyconv-monai segment: --ckpt-file)."
         )

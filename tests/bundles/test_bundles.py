@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -245,7 +246,7 @@ def inference_input(bundle: str, shared_data: Path | None, root: Path) -> Path:
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_inference_from_the_repository_root_and_the_bundle_folder(bundle, data_root, tmp_path):
     """``run inference`` from the root (outputs in the bundle's eval/) and plain ``run`` from the bundle folder give
-    the same masks with the bundle's own network (PyConvU-Net, fresh weights: no trained weights are shipped)."""
+    the same masks with the bundle's own network (PyConvU-Net with fresh weights, independent of any shipped ones)."""
     import nibabel as nib
     import numpy as np
     import tifffile
@@ -283,3 +284,26 @@ def test_inference_from_the_repository_root_and_the_bundle_folder(bundle, data_r
         a, b = np.asarray(a.dataobj), np.asarray(b.dataobj)
         assert a.shape == (512, 512, 3)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_shipped_weights_reproduce_their_eval_metrics(bundle, tmp_path):
+    """Weights committed in ``models/model.pt`` score, with ``evaluate.json`` on the bundle's default data, the
+    ``eval_metrics`` that ``metadata.json`` states; a bundle without weights must not claim any."""
+    root = REPO / "bundles" / bundle
+    with open(root / "configs" / "metadata.json") as f:
+        claimed = json.load(f)["eval_metrics"]
+    ckpt = root / "models" / "model.pt"
+    if not ckpt.is_file():
+        assert claimed == {}, f"{bundle}: eval_metrics {claimed} without shipped weights"
+        return
+    configs = f"['{root}/configs/train.json', '{root}/configs/evaluate.json']"
+    run_bundle(
+        ["run", "evaluating", "--config_file", configs, "--output_dir", str(tmp_path / "eval"), "--progress", "false"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    measured = read_metrics(tmp_path / "eval")
+    assert set(claimed) <= set(measured)
+    for key, value in claimed.items():
+        assert measured[key] == pytest.approx(value, abs=1e-3), (key, measured[key], value)
