@@ -35,6 +35,7 @@ from monai.transforms import Compose, ScaleIntensityRanged
 from monai.utils import set_determinism
 
 from pyconv_monai.data import load_datalist
+from pyconv_monai.machine import cpu_model
 from pyconv_monai.transforms import (
     BinarizeLabeld,
     CTWindowd,
@@ -147,12 +148,7 @@ def measure(items: list[dict], prep: Callable, max_slices: int, min_seconds: flo
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
         f"`nproc` = {os.cpu_count()}, CPU: {model}; load average before the run (1/5/15 min): {load}; "

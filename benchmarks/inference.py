@@ -43,6 +43,7 @@ from monai.inferers import SliceInferer
 from monai.transforms import Activations, AsDiscrete, Compose
 
 from pyconv_monai.data import DicomSeriesReader
+from pyconv_monai.machine import cpu_model
 from pyconv_monai.networks import get_network
 from pyconv_monai.transforms import CTWindow
 from pyconv_monai.workflows import orientation
@@ -68,12 +69,7 @@ def _timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = la
 
 
 def machine(device: torch.device) -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     gpu = f"; GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (

@@ -14,13 +14,13 @@ the rounds and the ratio to the reference implementation. One command, one table
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from pyconv_monai.machine import cpu_cores, cpu_model
 from pyconv_monai.networks import PyConvUNet, optimize_pyconv
 from pyconv_monai.networks.blocks import PYCONV_MODES
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if r:
                 times[mode]["train"].append(t_train)
                 times[mode]["infer"].append(t_infer)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or ''}".strip()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_model()}, {cpu_cores()} cores"
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, PyConvUNet default, "
           f"{args.size}x{args.size}, batch {args.batch_size}, median of {args.rounds} interleaved rounds")  # fmt: skip
     print("\n| mode | train step s | x reference | inference s | x reference |\n|---|---:|---:|---:|---:|")

@@ -510,15 +510,10 @@ def environment() -> dict[str, str]:
     import monai
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from pyconv_monai.machine import cpu_cores, cpu_model
+
     return {
-        "cpu": f"{cpu} ({cores} cores)",
+        "cpu": f"{cpu_model()} ({cpu_cores()} cores)",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
         "torch": torch.__version__,
         "monai": monai.__version__,

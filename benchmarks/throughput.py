@@ -87,13 +87,9 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {cpu}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads"
+    from pyconv_monai.machine import cpu_cores, cpu_model
+
+    return f"CPU {cpu_model()}, {cpu_cores()} cores, {torch.get_num_threads()} torch threads"
 
 
 def environment(device: torch.device) -> dict[str, str]:

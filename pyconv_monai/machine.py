@@ -1,0 +1,29 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""What machine a measurement ran on: the CPU's model name and the cores this process may use (for benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+
+__all__ = ["cpu_cores", "cpu_model"]
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. ``"AMD EPYC 7B13"``: from ``/proc/cpuinfo`` on Linux, else from ``platform``."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_cores() -> int:
+    """The number of CPU cores this process may run on (its affinity where the OS tells, else all cores)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
