@@ -12,6 +12,7 @@ background and foreground and ``MeanDice`` on the foreground) of the best checkp
     python benchmarks/table2.py run                      # the whole matrix, paper protocol (50 epochs, batch 5)
     python benchmarks/table2.py run --models unet,pyconvunet --datasets neuron_em_segmentation --budget 540
     python benchmarks/table2.py report                   # docs/table2.md and docs/figures/table2_*.png
+    python benchmarks/table2.py curves --dataset neuron_em_segmentation --out curves.png   # one cell's curves
 
 Results are appended per cell to ``<results-dir>/results.jsonl``; a finished cell is skipped, a cell that was
 stopped (``--deadline``, a killed process) resumes from its last epoch checkpoint with the bundles'
@@ -33,6 +34,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -161,9 +163,52 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# PyConv implementations of ``optimize_pyconv`` / the bundles' ``pyconv_mode``: each computes the same function of the
+# same parameters (tests/networks/test_fast_pyconv.py), so choosing one changes how a run computes, not what it trains
+PYCONV_COMPUTE_MODES: tuple[str, ...] = (
+    "reference", "ungrouped", "dense", "grouped", "split", "depthwise", "triton", "auto"
+)  # fmt: skip
+_OPTIMIZE_PYCONV = re.compile(
+    r"^\$\s*pyconv_monai\.networks\.optimize_pyconv\(\s*@network_def(?:\.to\(@device\))?\s*,\s*(?:mode\s*=\s*)?"
+    r"(?P<q>[\"'])(?P<mode>\w+)(?P=q)\s*\)(?:\.to\(@device\))?$"
+)
+
+
+def computation_only(key: str, value: str) -> bool:
+    """Whether a bundle override only changes how PyConv is computed (same function, same parameters).
+
+    Such overrides are ``pyconv_mode MODE`` and ``network $pyconv_monai.networks.optimize_pyconv(@network_def
+    [.to(@device)], "MODE")[.to(@device)]`` with ``MODE`` one of :data:`PYCONV_COMPUTE_MODES`; any other override
+    (another network, loss, learning rate, ...) may change what is trained.
+
+    Args:
+        key: the override's config key.
+        value: its value as given on the command line.
+
+    Returns:
+        True for an override that leaves the trained function unchanged.
+    """
+    value = value.strip()
+    if key == "pyconv_mode":
+        return value.strip("\"'") in PYCONV_COMPUTE_MODES
+    if key == "network":
+        match = _OPTIMIZE_PYCONV.match(value)
+        return bool(match) and match.group("mode") in PYCONV_COMPUTE_MODES
+    return False
+
+
+def protocol_overrides(settings: dict[str, Any]) -> list[list[str]]:
+    """The overrides of a setting that may change the trained function (not :func:`computation_only`)."""
+    return [list(kv) for kv in settings.get("overrides") or [] if not computation_only(*kv)]
+
+
 def is_paper_protocol(settings: dict[str, Any]) -> bool:
-    """Whether a setting is the paper's protocol (whole images and data sets, 50 epochs, batch 5)."""
-    return all(settings.get(k) == v for k, v in PROTOCOL.items())
+    """Whether a setting is the paper's protocol (whole images and data sets, 50 epochs, batch 5).
+
+    Overrides that only choose how PyConv is computed (:func:`computation_only`) keep a setting on the protocol.
+    """
+    plain = {**settings, "overrides": protocol_overrides(settings)}
+    return all(plain.get(k) == v for k, v in PROTOCOL.items())
 
 
 def check_settings(results_dir: Path, settings: dict[str, Any]) -> None:
@@ -395,7 +440,8 @@ def evaluate_cell(dataset: str, overrides: dict[str, str], run_dir: Path) -> dic
     the Fig. 4 case in ``prediction.npz`` (the image and mask of that case in ``../figure_case.npz``).
 
     Returns:
-        ``val_miou``, ``val_dice``, ``n_val`` and ``eval_seconds``.
+        ``val_miou``, ``val_fg_iou`` (foreground IoU: :func:`class_iou`), ``val_dice``, ``n_val`` and
+        ``eval_seconds``.
     """
     import numpy as np
     import torch
@@ -440,12 +486,46 @@ def evaluate_cell(dataset: str, overrides: dict[str, str], run_dir: Path) -> dic
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    ious = class_iou(run_dir / "final")
     return {
         "val_miou": metrics["val_miou"],
+        "val_fg_iou": ious["foreground"] if ious else math.nan,
         "val_dice": metrics["val_mean_dice"],
         "n_val": n_val,
         "eval_seconds": round(time.time() - start, 1),
     }
+
+
+def class_iou(final_dir: Path) -> dict[str, float] | None:
+    """Background and foreground IoU of an evaluation, from the per-image CSV that the bundle's ``evaluate.json``
+    writes (``val_miou_raw.csv``: one row per validation image, columns ``class0`` background, ``class1`` foreground).
+
+    Args:
+        final_dir: the evaluation's output folder (a cell's ``final/``).
+
+    Returns:
+        ``background``, ``foreground`` (each the mean over the images where it is defined) and ``miou`` (per image
+        the mean of its defined classes, then the mean over images, as MONAI's ``MeanIoU`` reduces them), or None
+        without that file.
+
+    Raises:
+        ValueError: when the file lacks the ``class0`` / ``class1`` columns (naming the file).
+    """
+    path = final_dir / "val_miou_raw.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"class0", "class1"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected per-image columns class0 (background) and class1 (foreground)")
+
+    def mean(x: list[float]) -> float:
+        x = [v for v in x if not math.isnan(v)]
+        return sum(x) / len(x) if x else math.nan
+
+    per_class = {c: [float(r[c]) for r in rows] for c in ("class0", "class1")}
+    per_image = [mean([bg, fg]) for bg, fg in zip(per_class["class0"], per_class["class1"])]
+    return {"background": mean(per_class["class0"]), "foreground": mean(per_class["class1"]), "miou": mean(per_image)}
 
 
 def read_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
@@ -602,6 +682,7 @@ def run_cell(
         "dataset": dataset,
         "status": "ok",
         "val_miou": round(final["val_miou"], 6),
+        "val_fg_iou": round(final["val_fg_iou"], 6),
         "val_dice": round(final["val_dice"], 6),
         "best_epoch": best["epoch"] if best else None,
         "best_epoch_val_dice": round(best["val_mean_dice"], 6) if best else None,
@@ -762,7 +843,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def load_cells(results_dir: Path) -> dict[tuple[str, str], dict]:
-    """Finished cells with their history and Fig. 4 prediction (where present)."""
+    """Finished cells with their history and Fig. 4 prediction (where present); ``val_fg_iou`` (foreground IoU) is
+    read from the cell's ``final/val_miou_raw.csv`` where the row lacks it (None without that file)."""
     import numpy as np
 
     cells = {}
@@ -771,6 +853,9 @@ def load_cells(results_dir: Path) -> dict[tuple[str, str], dict]:
             continue
         run_dir = results_dir / key[1] / key[0]
         cell = dict(row)
+        if cell.get("val_fg_iou") is None:  # rows of runs before the column: from the evaluation's per-image CSV
+            ious = class_iou(run_dir / "final")
+            cell["val_fg_iou"] = ious["foreground"] if ious else None
         cell["history"] = read_history(run_dir / "history.csv")
         pred = run_dir / "prediction.npz"
         if pred.is_file():
@@ -849,7 +934,7 @@ def plot_predictions(results_dir: Path, cells: dict[tuple[str, str], dict], path
     models, datasets = _present(cells)
     datasets = [d for d in datasets if (results_dir / d / "figure_case.npz").is_file()]
     fig, axes = plt.subplots(
-        len(datasets), 2 + len(models), figsize=(1.9 * (2 + len(models)), 2.2 * len(datasets)), squeeze=False
+        len(datasets), 2 + len(models), figsize=(1.9 * (2 + len(models)), 2.5 * len(datasets)), squeeze=False
     )
     for i, dataset in enumerate(datasets):
         with np.load(results_dir / dataset / "figure_case.npz") as z:
@@ -897,31 +982,77 @@ def recipe() -> str:
 
 
 def _matrix_table(cells: dict[tuple[str, str], dict]) -> list[str]:
-    head = "| model |" + "".join(f" {d.label} MIoU | {d.label} Dice |" for d in DATASETS.values())
-    lines = [head, "|---|" + "---:|" * (2 * len(DATASETS))]
+    head = "| model |" + "".join(f" {d.label} MIoU | {d.label} fg IoU | {d.label} Dice |" for d in DATASETS.values())
+    lines = [head, "|---|" + "---:|" * (3 * len(DATASETS))]
     for model in MODELS:
         row = f"| {MODEL_LABELS[model]} |"
         for dataset in DATASETS:
-            cell = cells.get((model, dataset))
-            paper = PAPER[model][dataset]
-            ours = (cell["val_miou"], cell["val_dice"]) if cell else (None, None)
-            row += "".join(f" {_fmt(o)} ({p:.4f}) |" for o, p in zip(ours, paper))
+            cell = cells.get((model, dataset)) or {}
+            miou, dice = PAPER[model][dataset]
+            row += f" {_fmt(cell.get('val_miou'))} ({miou:.4f}) | {_fmt(cell.get('val_fg_iou'))} |"
+            row += f" {_fmt(cell.get('val_dice'))} ({dice:.4f}) |"
         lines.append(row)
     return lines
 
 
+def foreground_iou_range(dice: float) -> tuple[float, float]:
+    """The values a foreground IoU can take beside a foreground Dice ``dice`` over the same images.
+
+    Per image IoU = D / (2 - D), which is convex and at most D; so the mean IoU over images lies between
+    ``dice / (2 - dice)`` (all images equal, or IoU and Dice of the pooled pixels) and ``dice``.
+    """
+    return dice / (2 - dice), dice
+
+
+def paper_miou_is_foreground_like(model: str, dataset: str) -> bool:
+    """Whether the paper's MIoU of a cell lies in :func:`foreground_iou_range` of its Dice (4-decimal rounding)."""
+    miou, dice = PAPER[model][dataset]
+    low, high = foreground_iou_range(dice)
+    return low - 5e-5 <= miou <= high + 5e-5
+
+
+def _definition_table(cells: dict[tuple[str, str], dict]) -> list[str]:
+    lines = [
+        "| data set | paper cells whose MIoU a foreground IoU can be | paper cells whose MIoU no foreground IoU can "
+        "be | PyConvU-Net: paper MIoU, ours MIoU / fg IoU |",
+        "|---|---|---|---|",
+    ]
+    for dataset, ds in DATASETS.items():
+        like = [MODEL_LABELS[m] for m in MODELS if paper_miou_is_foreground_like(m, dataset)]
+        unlike = []
+        for m in MODELS:
+            if not paper_miou_is_foreground_like(m, dataset):
+                miou, dice = PAPER[m][dataset]
+                low, high = foreground_iou_range(dice)
+                unlike.append(f"{MODEL_LABELS[m]} (MIoU {miou:.4f}, range {low:.4f}–{high:.4f})")
+        cell = cells.get(("pyconvunet", dataset)) or {}
+        ours = f"{PAPER['pyconvunet'][dataset][0]:.4f}; {_fmt(cell.get('val_miou'))} / {_fmt(cell.get('val_fg_iou'))}"
+        lines.append(f"| {ds.label} | {len(like)} of {len(MODELS)} | {', '.join(unlike) or '–'} | {ours} |")
+    return lines
+
+
 def _goal_table(cells: dict[tuple[str, str], dict], smoke: bool) -> list[str]:
-    lines = ["| column | paper's best (model) | PyConvU-Net, ours | difference | goal met |", "|---|---|---:|---:|---|"]
+    lines = [
+        "| column | paper's best (model) | PyConvU-Net, ours | difference | goal met | ours as fg IoU "
+        "| goal met (fg IoU) |",
+        "|---|---|---:|---:|---|---:|---|",
+    ]
+
+    def verdict(ours: float | None, target: float) -> str:
+        return "–" if ours is None else ("n/a (smoke run)" if smoke else ("yes" if ours >= target else "no"))
+
     for dataset, ds in DATASETS.items():
         for k, metric in enumerate(("MIoU", "Dice")):
             best = max(MODELS, key=lambda m: PAPER[m][dataset][k])
             target = PAPER[best][dataset][k]
-            cell = cells.get(("pyconvunet", dataset))
-            ours = cell["val_miou" if k == 0 else "val_dice"] if cell else None
+            cell = cells.get(("pyconvunet", dataset)) or {}
+            ours = cell.get("val_miou" if k == 0 else "val_dice")
             diff = "–" if ours is None else f"{ours - target:+.4f}"
-            met = "–" if ours is None else ("n/a (smoke run)" if smoke else ("yes" if ours >= target else "no"))
+            fg = cell.get("val_fg_iou") if k == 0 else None
+            fg_cols = f"{_fmt(fg)} | {verdict(fg, target)}" if k == 0 else "– | –"
             lines.append(
-                f"| {ds.label} {metric} | {target:.4f} ({MODEL_LABELS[best]}) | {_fmt(ours)} | {diff} | {met} |"
+                f"| {ds.label} {metric} | {target:.4f} ({MODEL_LABELS[best]}) | {_fmt(ours)} | {diff} | "
+                f"{verdict(ours, target)} | {fg_cols} |"
             )
     return lines
 
@@ -967,7 +1098,11 @@ def write_report(results_dir: Path, out: Path, figures: Path, note: str | None =
     runner = sorted({c["runner_command"] for c in cells.values()})
     jobs = max(int(c.get("jobs", 1)) for c in cells.values())
     recipes = "; ".join(sorted({c.get("recipe") or recipe() for c in cells.values()}))  # as run (older rows: now)
-    overrides = ", ".join(f"`{k}={v}`" for k, v in settings.get("overrides", []))
+    overrides = ", ".join(
+        f"`{k}={v}`"
+        + (" (computation only: the same function of the same parameters)" if computation_only(k, v) else "")
+        for k, v in settings.get("overrides", [])
+    )
     versions = sorted({f"torch {c['torch']}, MONAI {c['monai']}" for c in cells.values()})
     lines = ["# Table 2: MIoU and Dice of six networks on three data sets", ""]
     if smoke:
@@ -997,13 +1132,32 @@ def write_report(results_dir: Path, out: Path, figures: Path, note: str | None =
         "`evaluate.json`: **MIoU** is MONAI's `MeanIoU(include_background=True)` (per image, the mean of the "
         "background and foreground IoU TP/(TP+FP+FN)), **Dice** MONAI's `MeanDice(include_background=False)` "
         "(2TP/(2TP+FP+FN) of the foreground), both averaged over the validation images; images without foreground "
-        "do not count towards Dice (MONAI's `ignore_empty`).",
+        "do not count towards Dice (MONAI's `ignore_empty`). **fg IoU** is the foreground IoU alone: the mean over "
+        "the validation images of the foreground column (`class1`) of the evaluation's per-image "
+        "`final/val_miou_raw.csv` (`class_iou` in `benchmarks/table2.py`).",
         "",
         "## Our matrix beside the paper's",
         "",
-        "Each cell: ours (paper's Table 2).",
+        "Each cell: ours (paper's Table 2); the paper reports no separate foreground IoU.",
         "",
         *_matrix_table(cells),
+        "",
+        "## Which IoU the paper's MIoU is",
+        "",
+        "The paper calls its IoU column MIoU without defining it. Over the same images, a foreground IoU can only lie "
+        "between D/(2−D) and D, where D is the foreground Dice beside it (per image IoU = D/(2−D), convex and at most "
+        "D); a mean that includes the background IoU is not bound that way (it can exceed the Dice). Checked on the "
+        "paper's own (MIoU, Dice) pairs (`paper_miou_is_foreground_like` in `benchmarks/table2.py`):",
+        "",
+        *_definition_table(cells),
+        "",
+        "Where a paper cell lies inside the range, its MIoU can be a foreground IoU, and is then to be compared with "
+        "our **fg IoU** column; the bundles' MIoU (`val_miou`, MONAI's `MeanIoU` over background and foreground) "
+        "differs from it in either direction: the background IoU is high where the background is large and easy "
+        "(the CT sets) and low where it is thin structure (ISBI, where label 0 is the membranes). Where a paper cell "
+        "lies outside the range (its MIoU above its Dice), it cannot be a foreground IoU of the same predictions; "
+        "it is compatible with a mean that includes the background, or with an error in the paper's table; the "
+        "paper does not say which. The goal table below gives both readings.",
         "",
         "## Goal: PyConvU-Net against the paper's best entry of every column",
         "",
@@ -1014,7 +1168,13 @@ def write_report(results_dir: Path, out: Path, figures: Path, note: str | None =
         "Wall-clock seconds of the bundle's training command (data caching and the validation after every epoch "
         "included; summed over the calls of a resumed run), with the epochs trained and the epoch of the best "
         f"checkpoint. Device: {'; '.join(devices)}."
-        + (f" Up to {jobs} cells ran at a time and shared the device, which lengthens each." if jobs > 1 else ""),
+        + (
+            f" The cells come from {len(runner)} runner commands (below), each running up to its `--jobs` cells at a "
+            f"time (at most {jobs}); cells running at the same time, of one runner or of runners that ran side by "
+            "side, shared the device, which lengthens each."
+            if len(runner) > 1
+            else (f" Up to {jobs} cells ran at a time and shared the device, which lengthens each." if jobs > 1 else "")
+        ),
         "",
         *_time_table(cells),
         "",
@@ -1062,15 +1222,67 @@ def write_report(results_dir: Path, out: Path, figures: Path, note: str | None =
     ]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
     return text
+
+
+def plot_cell_curves(results_dir: Path, model: str, dataset: str, path: Path) -> None:
+    """Training curves of one cell (e.g. for the bundle whose weights it produced): training loss, validation MIoU
+    and Dice per epoch from its ``history.csv``, with the best epoch marked; written atomically to ``path``.
+
+    Args:
+        results_dir: the runner's results folder.
+        model: a key of :data:`MODELS`.
+        dataset: a key of :data:`DATASETS`.
+        path: the PNG to write.
+
+    Raises:
+        SystemExit: when the cell has no finished row or no history (naming the folder).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    row = read_results(results_dir).get((model, dataset))
+    history = read_history(results_dir / dataset / model / "history.csv")
+    if not row or row.get("status") != "ok" or not history:
+        raise SystemExit(f"{results_dir}: no finished cell {model} / {dataset} with a history.csv")
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], color="tab:blue")
+    loss_ax.set_title("training loss (BCE), mean per epoch", fontsize=10)
+    for key, name, color in (("val_mean_dice", "Dice", "tab:green"), ("val_miou", "MIoU (bg and fg)", "tab:orange")):
+        val_ax.plot(epochs, [h[key] for h in history], color=color, label=f"validation {name}")
+    if row.get("best_epoch"):
+        val_ax.axvline(row["best_epoch"], color="0.5", ls="--", lw=1, label=f"best epoch ({row['best_epoch']})")
+    val_ax.set_title("validation metrics per epoch", fontsize=10)
+    val_ax.legend(fontsize=8, loc="lower right")
+    for ax in (loss_ax, val_ax):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"{MODEL_LABELS[model]} on {DATASETS[dataset].label}: {row['epochs']} epochs, batch {row['batch_size']}, "
+        f"{row['n_train']}/{row['n_val']} slices, {row['device']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------------ main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command line of ``run`` and ``report``."""
+    """Command line of ``run``, ``report`` and ``curves``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train and evaluate the selected cells (resumable)")
@@ -1102,6 +1314,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     s.add_argument("--out", default=str(REPO / "docs" / "table2.md"))
     s.add_argument("--figures", default=str(REPO / "docs" / "figures"))
     s.add_argument("--note", help="a paragraph to put under the title (status, caveats)")
+    c = sub.add_parser("curves", help="training curves of one cell as a PNG (e.g. for a bundle's docs)")
+    c.add_argument("--results-dir", default=str(REPO / "runs" / "table2"))
+    c.add_argument("--model", default="pyconvunet", choices=MODELS)
+    c.add_argument("--dataset", required=True, choices=list(DATASETS))
+    c.add_argument("--out", required=True, help="the PNG to write")
     args = p.parse_args(argv)
     raw = sys.argv[1:] if argv is None else list(argv)
     args.runner_command = "python benchmarks/table2.py " + shlex.join(raw)
@@ -1111,6 +1328,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.command == "curves":
+        plot_cell_curves(Path(args.results_dir), args.model, args.dataset, Path(args.out))
+        log(f"wrote {args.out}")
+        return 0
     if args.command == "report":
         write_report(Path(args.results_dir), Path(args.out), Path(args.figures), args.note)
         log(f"wrote {args.out} and {args.figures}/table2_*.png")

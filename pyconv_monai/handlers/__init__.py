@@ -4,5 +4,14 @@
 from .checkpoint_saver import AtomicCheckpointSaver, AtomicDiskSaver
 from .early_stop import ValidationEarlyStopHandler
 from .latest_checkpoint import LatestCheckpointHandler
+from .metrics_history import MetricsHistorySaver
+from .tensorboard import LazySummaryWriter
 
-__all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver", "LatestCheckpointHandler", "ValidationEarlyStopHandler"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "LatestCheckpointHandler",
+    "LazySummaryWriter",
+    "MetricsHistorySaver",
+    "ValidationEarlyStopHandler",
+]

@@ -1,17 +1,20 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""A ``CheckpointSaver`` that never leaves a corrupt or missing checkpoint behind."""
+"""A ``CheckpointSaver`` that never leaves a corrupt or missing checkpoint behind, and never replaces earlier
+weights silently."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
@@ -25,18 +28,49 @@ class AtomicDiskSaver(DiskSaver):
     left with none. Here removals wait until the new file is in place: with a fixed filename the new file simply
     replaces the old one; otherwise the old file is deleted right after the new one is written.
 
+    Nothing is created, moved or written before the first save: the folder is made then, and files of an earlier
+    run that this saver would replace are kept under a new name then (see ``keep_existing``), so that merely
+    building a training workflow (a property check, MONAI FL, an IDE) changes no file.
+
     Args:
-        dirname: folder of the checkpoints (created if missing).
+        dirname: folder of the checkpoints (created at the first save).
         filename: fixed file name to write instead of ignite's generated one, e.g. ``"model.pt"``.
+        keep_existing: before the first save, keep files an earlier run left with
+            :func:`pyconv_monai.workflows.preserve_existing` (``model.pt`` becomes ``model.<timestamp>.pt``):
+            ``True`` keeps the file this save writes; a regular expression (e.g. ``r"checkpoint_epoch=\\d+\\.pt"``)
+            every file of ``dirname`` whose whole name matches it; ``False`` replaces them. :meth:`claim` turns it
+            off (a resumed run owns the files).
     """
 
-    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
-        super().__init__(dirname=dirname, atomic=True, create_dir=True, require_empty=False)
+    def __init__(self, dirname: str | Path, filename: str | None = None, keep_existing: bool | str = False) -> None:
+        super().__init__(dirname=dirname, atomic=True, create_dir=False, require_empty=False)
         self.filename = filename
+        self.keep_existing = keep_existing
         self._pending_removal: list[str] = []
+
+    @staticmethod
+    def _check_and_setup(dirname: Path, create_dir: bool, require_empty: bool) -> None:
+        """Create nothing when built: the folder is made at the first save."""
+
+    def claim(self) -> None:
+        """Treat the files in ``dirname`` as this run's own (a resumed run): replace them without keeping them."""
+        self.keep_existing = False
+
+    def _keep_earlier_files(self, written: str) -> None:
+        from pyconv_monai.workflows.bundle import preserve_existing
+
+        if self.keep_existing is True:
+            preserve_existing(str(self.dirname / written))
+        elif isinstance(self.keep_existing, str) and self.dirname.is_dir():
+            for name in sorted(os.listdir(self.dirname)):
+                if re.fullmatch(self.keep_existing, name):
+                    preserve_existing(str(self.dirname / name))
+        self.keep_existing = False
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         written = self.filename or filename
+        if self.keep_existing and self.save_on_rank == idist.get_rank():
+            self._keep_earlier_files(written)
         super().__call__(checkpoint=checkpoint, filename=written, metadata=metadata)
         for old in self._pending_removal:
             if old != written and (self.dirname / old).exists():
@@ -44,6 +78,7 @@ class AtomicDiskSaver(DiskSaver):
         self._pending_removal.clear()
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        self.dirname.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -65,27 +100,57 @@ class AtomicDiskSaver(DiskSaver):
             self._pending_removal.append(filename)
 
 
+def _remove_empty_dirs(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (included) while they are empty."""
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            return
+        if folder == top:
+            return
+        folder = folder.parent
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI ``CheckpointSaver`` whose files are written atomically, and whose best-metric state can be resumed.
 
     MONAI's saver writes in place (``atomic=False``), so a process killed while saving leaves a truncated file;
     this one writes a temporary file and renames it. It also has a ``state_dict()`` with the best key-metric
     checkpoints kept so far, so that saving it inside the "latest" checkpoint and loading it on resume keeps a
-    resumed run from replacing the best model with a worse one. Arguments are those of ``CheckpointSaver``.
+    resumed run from replacing the best model with a worse one. The folder is created at the first save, not
+    when the saver is built.
+
+    Args:
+        args: the arguments of ``CheckpointSaver``.
+        keep_existing: at its first save, keep a file of a fixed name (``key_metric_filename``, ``final_filename``)
+            that an earlier run left, as ``<name>.<timestamp>.pt``; loading a non-empty state (a resumed run) turns
+            it off, since the file is then the resumed run's own.
+        kwargs: the keyword arguments of ``CheckpointSaver``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keep_existing: bool = False, **kwargs: Any) -> None:
+        save_dir = Path(kwargs.get("save_dir", args[0] if args else ".")).absolute()
+        first_missing = next((p for p in [*reversed(save_dir.parents), save_dir] if not p.exists()), None)
         super().__init__(*args, **kwargs)
+        if first_missing is not None:  # MONAI's disk savers made save_dir when built: undo, the first save makes it
+            _remove_empty_dirs(save_dir, first_missing)
+        self._disk_savers: list[AtomicDiskSaver] = []
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:  # keep MONAI's fixed file names (e.g. "model.pt"), write them atomically
                 fixed_name = getattr(checkpoint.save_handler, "filename", None)
-                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed_name)
+                keep = bool(keep_existing) and fixed_name is not None
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed_name, keep_existing=keep)
+                self._disk_savers.append(checkpoint.save_handler)
 
     def state_dict(self) -> dict:
         """Best key-metric checkpoints kept so far (empty when the key metric is not saved)."""
         return {} if self._key_metric_checkpoint is None else self._key_metric_checkpoint.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned; the files it lists are then this (resumed) run's own."""
         if self._key_metric_checkpoint is not None and state_dict:
             self._key_metric_checkpoint.load_state_dict(state_dict)
+            if self._key_metric_checkpoint._saved:
+                for disk_saver in self._disk_savers:
+                    disk_saver.claim()

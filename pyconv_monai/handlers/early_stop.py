@@ -21,11 +21,13 @@ class ValidationEarlyStopHandler:
     Args:
         validator: the evaluator run by the ``ValidationHandler``.
         metric_name: metric to watch (higher is better), e.g. ``"val_mean_dice"``.
-        patience: number of validation runs without improvement before stopping.
+        patience: number of validation runs without improvement before stopping (a string such as ``"5"`` from
+            the command line is read as a number).
         min_delta: smallest increase that counts as an improvement.
     """
 
-    def __init__(self, validator: Engine, metric_name: str, patience: int, min_delta: float = 0.0) -> None:
+    def __init__(self, validator: Engine, metric_name: str, patience: int | str, min_delta: float = 0.0) -> None:
+        patience = int(patience)
         if patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}.")
         self.validator = validator

@@ -15,6 +15,8 @@ from pyconv_monai.handlers.checkpoint_saver import AtomicCheckpointSaver
 
 __all__ = ["LatestCheckpointHandler"]
 
+EPOCH_CHECKPOINT = r"checkpoint_epoch=\d+\.pt"  # the names this handler writes (a regular expression)
+
 
 class LatestCheckpointHandler:
     """Write ``checkpoint_epoch=N.pt`` (atomically, only the latest kept) and optionally resume from it.
@@ -55,7 +57,10 @@ class LatestCheckpointHandler:
         saver = AtomicCheckpointSaver(
             save_dir=self.ckpt_dir, save_dict=objects, save_interval=1, n_saved=1, epoch_level=True
         )
-        if self.resume:
+        disk_saver = saver._interval_checkpoint.save_handler
+        if not self.resume:
+            disk_saver.keep_existing = EPOCH_CHECKPOINT
+        else:
             path = latest_checkpoint(self.ckpt_dir)
             CheckpointLoader(load_path=path, load_dict=objects, map_location=self.map_location).attach(trainer)
             # the resumed checkpoint is the one to replace at the next epoch (only the latest is kept)

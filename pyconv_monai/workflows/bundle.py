@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_root", "as_bool", "latest_checkpoint", "preserve_existing"]
+__all__ = ["bundle_root", "as_bool", "latest_checkpoint", "preserve_existing", "require_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,10 @@ def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str | None:
 def preserve_existing(path: str) -> str | None:
     """Keep a file that a new run would replace: rename ``model.pt`` to ``model.<timestamp>.pt``.
 
-    Bundle configs call it at the start of a fresh (not resumed) training run, so that earlier weights (for
-    example a model the user trained before) are never silently overwritten.
+    The checkpoint savers (:class:`pyconv_monai.handlers.AtomicDiskSaver` with ``keep_existing``) call it just
+    before a fresh (not resumed) training run writes its first checkpoint, so that earlier weights (for example
+    the shipped model or one the user trained before) are never silently overwritten, and merely building a
+    workflow moves nothing.
 
     Returns:
         the new path of the preserved file, or ``None`` when there was nothing to preserve.
@@ -132,3 +134,30 @@ def preserve_existing(path: str) -> str | None:
     os.replace(path, target)
     logger.warning(f"kept the existing {path} as {target}; this run writes a new {os.path.basename(path)}")
     return target
+
+
+def require_dataset(dataset_dir: str | os.PathLike, source: str = "") -> str:
+    """Stop with a message that says where to get the data set and how to pass it, when ``dataset_dir`` is missing.
+
+    Bundle configs call it first in ``run``, when the data is needed: building the workflow (``initialize``, a
+    property check, MONAI FL) works without the data set (its datalists are then empty).
+
+    Args:
+        dataset_dir: the bundle's ``dataset_dir``.
+        source: what the data set is and where to get it (the bundle's ``dataset_source``).
+
+    Returns:
+        ``dataset_dir``, when it exists.
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` does not exist.
+    """
+    path = os.path.abspath(os.fspath(dataset_dir))
+    if os.path.exists(path):
+        return os.fspath(dataset_dir)
+    what = f" This bundle's data set is {source}." if source else ""
+    raise FileNotFoundError(
+        f"no data set at {path}.{what} Get it, then pass its folder with --dataset_dir, e.g. python -m monai.bundle "
+        "run --config_file <bundle>/configs/train.json --dataset_dir /path/to/data (pyconv-monai segment takes the "
+        "input folder as its first argument), or put it at the path above."
+    )

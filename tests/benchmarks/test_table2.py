@@ -60,6 +60,8 @@ def test_one_cell_row_skip_and_resume(table2, tmp_path, capsys):
     metrics = dict(line.split(",")[:2] for line in (cell / "final" / "metrics.csv").read_text().splitlines())
     assert abs(float(metrics["val_mean_dice"]) - row["val_dice"]) < 1e-5  # the bundle's evaluate.json wrote it
     assert abs(row["best_epoch_val_dice"] - row["val_dice"]) < 1e-4  # the best checkpoint is the one evaluated
+    ious = table2.class_iou(cell / "final")  # the per-image CSV of the same evaluation gives back its MIoU
+    assert abs(ious["miou"] - row["val_miou"]) < 1e-5 and abs(ious["foreground"] - row["val_fg_iou"]) < 1e-6
     history = table2.read_history(cell / "history.csv")
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["train_loss"])
     with np.load(cell / "prediction.npz") as z:
@@ -129,6 +131,11 @@ def synthetic_results(table2, root, device: str, settings: dict) -> None:
             ]
             table2.write_history(run_dir / "history.csv", history)
             np.savez(run_dir / "prediction.npz", pred=np.roll(label, m, axis=1), case="case_7", dice=0.9, miou=0.8)
+            (run_dir / "final").mkdir()  # per-image IoU as the bundle's evaluate.json writes it: fg IoU 0.7 + m/100
+            fg = 0.7 + m / 100
+            (run_dir / "final" / "val_miou_raw.csv").write_text(
+                "filename,class0,class1,mean\n" + f"a,0.9,{fg - 0.05},0\nb,0.9,{fg + 0.05},0\nc,0.9,nan,0\n"
+            )
             row = {
                 "model": model, "dataset": dataset, "status": "ok", "val_miou": 0.80 + m / 100 + d / 1000,
                 "val_dice": 0.90 + m / 100, "best_epoch": epochs, "epochs": epochs, "n_train": 192, "n_val": 48,
@@ -149,7 +156,12 @@ def test_report_writes_the_matrix_beside_the_paper_and_the_figures(table2, tmp_p
     assert (docs / "table2.md").read_text() == text
     assert "smoke" not in text and "Cells finished: 18 of 18. Device: NVIDIA H100 80GB HBM3." in text
     pyconv = next(line for line in text.splitlines() if line.startswith("| PyConvU-Net |"))
-    assert "0.8500 (0.9630) | 0.9500 (0.9339) |" in pyconv  # ours (paper), lung MIoU and Dice
+    # ours (paper), lung MIoU, foreground IoU (from final/val_miou_raw.csv; the NaN image left out) and Dice
+    assert "0.8500 (0.9630) | 0.7500 | 0.9500 (0.9339) |" in pyconv
+    assert "| lung MIoU | 0.9630 (PyConvU-Net) | 0.8500 | -0.1130 | no | 0.7500 | no |" in text
+    # the paper's lung PyConvU-Net MIoU (0.9630) exceeds its Dice (0.9339): it cannot be a foreground IoU
+    assert "| lung | 5 of 6 | PyConvU-Net (MIoU 0.9630, range 0.8760–0.9339) |" in text
+    assert "| ISBI | 6 of 6 | – |" in text
     assert "| lung Dice | 0.9752 (FCN8s) | 0.9500 | -0.0252 | no |" in text
     assert "| ISBI Dice | 0.9117 (PyConvU-Net) | 0.9500 | +0.0383 | yes |" in text
     assert "105 s (50 ep, best 50, 2 calls)" in text
@@ -163,3 +175,67 @@ def test_report_writes_the_matrix_beside_the_paper_and_the_figures(table2, tmp_p
     synthetic_results(table2, smoke, "CPU: AMD EPYC (2 cores)", {**table2.PROTOCOL, "epochs": 2, "seed": 0})
     text = table2.write_report(smoke, docs / "smoke.md", docs / "figures")
     assert "> **CPU smoke run: not comparable to the paper.** 2 epoch(s)" in text
+
+
+def test_computation_only_overrides_keep_the_paper_protocol(table2):
+    """Choosing how PyConv is computed (same function, same parameters) is no deviation from the protocol."""
+    from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES
+
+    assert set(PYCONV_MODES) <= set(table2.PYCONV_COMPUTE_MODES)
+    fast = ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "ungrouped")']
+    for key, value in [
+        fast,
+        ["network", "$pyconv_monai.networks.optimize_pyconv(@network_def, 'dense').to(@device)"],
+        ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def, mode="reference")'],
+        ["pyconv_mode", "split"],
+    ]:
+        assert table2.computation_only(key, value), (key, value)
+        assert table2.is_paper_protocol({**table2.PROTOCOL, "seed": 0, "overrides": [[key, value]]}), (key, value)
+    for key, value in [
+        ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "no_such_mode")'],
+        ["network", '$pyconv_monai.networks.optimize_pyconv(@other_net, "dense")'],
+        ["network", "$@network_def.half().to(@device)"],
+        ["network_def#features", "(4, 8, 16, 32, 64, 4)"],
+        ["learning_rate", "3e-4"],
+        ["pyconv_mode", "fp16"],
+    ]:
+        assert not table2.computation_only(key, value), (key, value)
+        settings = {**table2.PROTOCOL, "seed": 0, "overrides": [fast, [key, value]]}
+        assert not table2.is_paper_protocol(settings), (key, value)
+
+
+def test_gpu_report_with_a_computation_only_override_is_not_a_smoke_run(table2, tmp_path):
+    results, docs = tmp_path / "runs", tmp_path / "docs"
+    results.mkdir()
+    fast = ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "ungrouped")']
+    synthetic_results(table2, results, "NVIDIA H200", {**table2.PROTOCOL, "seed": 0, "overrides": [fast]})
+    text = table2.write_report(results, docs / "table2.md", docs / "figures")
+    assert "smoke" not in text and "(computation only: the same function of the same parameters)" in text
+    assert "| ISBI Dice | 0.9117 (PyConvU-Net) | 0.9500 | +0.0383 | yes |" in text  # the goal is judged
+
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = {**table2.PROTOCOL, "seed": 0, "overrides": [fast, ["learning_rate", "3e-4"]]}
+    synthetic_results(table2, other, "NVIDIA H200", changed)
+    text = table2.write_report(other, docs / "other.md", docs / "figures")
+    assert "> **Smoke run: not comparable to the paper.**" in text and "| n/a (smoke run) |" in text
+
+
+def test_class_iou_reads_the_per_image_csv(table2, tmp_path):
+    final = tmp_path / "final"
+    final.mkdir()
+    assert table2.class_iou(final) is None
+    (final / "val_miou_raw.csv").write_text("filename,class0,class1,mean\nx,0.6,0.9,0.75\ny,0.8,nan,0.8\n")
+    ious = table2.class_iou(final)
+    assert ious["background"] == pytest.approx(0.7) and ious["foreground"] == pytest.approx(0.9)
+    assert ious["miou"] == pytest.approx((0.75 + 0.8) / 2)  # MeanIoU: per image over its defined classes, then images
+    (final / "val_miou_raw.csv").write_text("filename,mean\nx,0.75\n")
+    with pytest.raises(ValueError, match="val_miou_raw.csv.*class1"):
+        table2.class_iou(final)
+
+
+def test_paper_miou_against_the_foreground_iou_range(table2):
+    low, high = table2.foreground_iou_range(0.9117)
+    assert low == pytest.approx(0.9117 / (2 - 0.9117)) and high == 0.9117
+    assert table2.paper_miou_is_foreground_like("pyconvunet", "neuron_em_segmentation")  # 0.8385 beside 0.9117
+    assert not table2.paper_miou_is_foreground_like("pyconvunet", "lung_ct_segmentation")  # 0.9630 > 0.9339

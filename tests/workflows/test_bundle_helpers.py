@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from pyconv_monai.workflows import as_bool, latest_checkpoint, preserve_existing
+from pyconv_monai.workflows import as_bool, latest_checkpoint, preserve_existing, require_dataset
 from pyconv_monai.workflows.bundle import _config_root_from_argv
 
 
@@ -48,3 +48,12 @@ def test_preserve_existing_never_overwrites(tmp_path):
     os.utime(tmp_path / "model.pt", (os.path.getmtime(kept),) * 2)  # same timestamp: a second name is found
     kept2 = preserve_existing(str(tmp_path / "model.pt"))
     assert kept2 != kept and open(kept2).read() == "second" and open(kept).read() == "first"
+
+
+def test_require_dataset_says_where_to_get_it_and_how_to_pass_it(tmp_path):
+    assert require_dataset(str(tmp_path)) == str(tmp_path)
+    missing = tmp_path / "lung_ct_2d"
+    with pytest.raises(FileNotFoundError) as e:
+        require_dataset(str(missing), "Kaggle's lungs, https://www.kaggle.com/kmader/finding-lungs-in-ct-data")
+    message = str(e.value)
+    assert str(missing) in message and "kaggle.com/kmader" in message and "--dataset_dir" in message

@@ -1,0 +1,416 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""From a bundle folder to a MONAI Model Zoo zip, after the checks the Model Zoo's CI runs.
+
+:func:`export_bundle` checks the bundle (layout, version and changelog, ``metadata.json`` against the schema in
+``bundles/schemas`` offline, ``verify_net_in_out``, MONAI workflow properties of ``train.json`` and
+``inference.json``, TorchScript ``ckpt_export`` and a load-and-compare of the exported module against the
+checkpoint-loaded network) and only then writes ``<name>_v<version>.zip``, the way the Model Zoo distributes
+bundles: one top folder ``<name>/`` with ``configs/``, ``models/``, ``docs/``, ``LICENSE``.
+
+The zip carries the code its configs name: a copy of the ``pyconv_monai`` package at the bundle root, so that
+``python -m monai.bundle run --config_file configs/inference.json`` run from the unzipped bundle folder imports
+it (Python puts the working directory, and MONAI the bundle root, on ``sys.path``) without ``pyconv-monai``
+installed. ``configs/metadata.json`` in the zip therefore declares, instead of ``pyconv-monai`` (not on PyPI),
+the third-party packages that code imports, at their installed versions.
+
+Any file over ``max_file_mb`` (25 MB, the Model Zoo's limit) stays out of the zip and is listed in
+``large_files.yml`` (path, url placeholder, sha256), as the zoo's bundles list their large files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["ExportError", "ZOO_MAX_FILE_MB", "CHECKS", "export_bundle", "zoo_metadata", "large_files_yaml"]
+
+logger = logging.getLogger(__name__)
+
+ZOO_MAX_FILE_MB = 25.0  # the Model Zoo keeps files over 25 MB out of git and lists them in large_files.yml
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "bundles" / "schemas"
+PLACEHOLDER_URL = "PLACEHOLDER: upload this file and put its download URL here"
+# the checks, in the order they run (names used in ExportError)
+CHECKS = (
+    "layout",
+    "version and changelog",
+    "metadata schema",
+    "verify_net_in_out",
+    "workflow properties (train)",
+    "workflow properties (infer)",
+    "torchscript export",
+)
+# entries of metadata.json that name versions themselves (not required_packages_version)
+_OWN_KEYS = {"torch": "pytorch_version", "monai": "monai_version", "numpy": "numpy_version"}
+_REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "configs/train.json", "LICENSE", "docs/README.md")
+
+
+class ExportError(RuntimeError):
+    """A bundle failed one of the Model Zoo checks; ``check`` names it (one of :data:`CHECKS`)."""
+
+    def __init__(self, check: str, bundle: str | os.PathLike, message: str) -> None:
+        self.check = check
+        self.bundle = str(bundle)
+        super().__init__(f"{self.bundle}: check '{check}' failed: {message}")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_requirements(dist: str = "pyconv-monai") -> dict[str, str]:
+    """Installed versions of the packages ``dist`` requires (no extras), except torch, monai and numpy."""
+    found: dict[str, str] = {}
+    for req in importlib.metadata.requires(dist) or []:
+        if ";" in req:  # an extra's requirement
+            continue
+        name = re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].strip()
+        if _norm(name) in _OWN_KEYS:
+            continue
+        found[name] = importlib.metadata.version(name)
+    return found
+
+
+def zoo_metadata(meta: dict[str, Any], carried: dict[str, str] | None = None) -> dict[str, Any]:
+    """``metadata.json`` for the zip: ``pyconv-monai`` replaced by the packages the carried code imports.
+
+    Args:
+        meta: the bundle's metadata.
+        carried: package name -> version needed by the carried code (default: the installed ``pyconv-monai``'s
+            requirements at their installed versions).
+
+    Returns:
+        a copy of ``meta`` whose ``required_packages_version`` declares no ``pyconv-monai`` and every package of
+        ``carried`` (versions the bundle already states are kept).
+    """
+    meta = copy.deepcopy(meta)
+    carried = _package_requirements() if carried is None else carried
+    for key in ("required_packages_version", "optional_packages_version"):
+        if isinstance(meta.get(key), dict):
+            meta[key] = {k: v for k, v in meta[key].items() if _norm(k) != "pyconv-monai"}
+    required = meta.setdefault("required_packages_version", {})
+    stated = {_norm(k) for k in required}
+    for name, version in sorted(carried.items(), key=lambda kv: kv[0].lower()):
+        if _norm(name) not in stated:
+            required[name] = version
+    return meta
+
+
+def large_files_yaml(entries: list[dict[str, str]]) -> str:
+    """The Model Zoo's ``large_files.yml`` text: ``path``, ``url``, ``hash_val``, ``hash_type`` per file."""
+    lines = ["large_files:"]
+    for e in entries:
+        lines += [
+            f'  - path: "{e["path"]}"',
+            f'    url: "{e.get("url", PLACEHOLDER_URL)}"',
+            f'    hash_val: "{e["hash_val"]}"',
+            '    hash_type: "sha256"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _check(name: str, bundle: Path) -> Iterator[None]:
+    logger.info(f"check '{name}'")
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as e:  # every failure of a check is reported under the check's name
+        cause = e
+        while type(cause) is RuntimeError and cause.__cause__ is not None:  # MONAI's "Failed to evaluate" wrapper
+            cause = cause.__cause__
+        text = f"{type(cause).__name__}: {cause}".strip()
+        raise ExportError(name, bundle, text[:4000]) from e
+
+
+def _schema_file(meta: dict[str, Any], schemas_dir: Path) -> Path:
+    url = meta.get("schema")
+    if not url:
+        raise ValueError("metadata.json has no 'schema' URL")
+    local = schemas_dir / url.rstrip("/").rsplit("/", 1)[-1]
+    if not local.is_file():
+        raise FileNotFoundError(f"no local copy of the schema {url} at {local} (the check runs offline)")
+    return local
+
+
+def _resolved(config: Path, bundle_root: Path, key: str) -> Any:
+    """``key`` of ``config`` evaluated with the bundle in its place (``None`` if it cannot be evaluated)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(bundle_root)
+    try:
+        return parser.get_parsed_content(key) if key in parser else None
+    except Exception:
+        return None
+
+
+def _check_properties(
+    config: Path, meta: Path, bundle_root: Path, workflow_type: str, overrides: dict[str, Any]
+) -> None:
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(config),
+        meta_file=str(meta),
+        logging_file=False,
+        workflow_type=workflow_type,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    workflow.initialize()
+    missing = workflow.check_properties()
+    if missing:
+        raise ValueError(f"{config.name} lacks the {workflow_type} properties {missing}")
+
+
+def _compare_torchscript(ts_file: Path, config: Path, meta: dict[str, Any], ckpt: Path, bundle_root: Path) -> str:
+    """Run the exported module and the network of ``config`` with ``ckpt`` loaded on one input; raise if they differ."""
+    from monai.bundle import ConfigParser
+
+    from pyconv_monai.workflows.inference import load_weights
+
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(bundle_root)
+    network = load_weights(parser.get_parsed_content("network_def"), ckpt, device="cpu").eval()
+    scripted = torch.jit.load(str(ts_file), map_location="cpu").eval()
+    spec = meta["network_data_format"]["inputs"]["image"]
+    shape = [1, int(spec.get("num_channels", 1)), *[int(s) for s in spec["spatial_shape"]]]
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = network(x), scripted(x)
+    if got.shape != expected.shape:
+        raise ValueError(f"the exported module returns {tuple(got.shape)}, the network {tuple(expected.shape)}")
+    diff = float((got - expected).abs().max())
+    scale = float(expected.abs().max()) or 1.0
+    if not diff <= 1e-4 * max(scale, 1.0):
+        raise ValueError(f"the exported module differs from the checkpoint-loaded network: max |diff| {diff:.3g}")
+    return f"max |diff| {diff:.3g} on input {shape}"
+
+
+def _cpu_checkpoint(path: Path) -> list[str]:
+    """Re-save ``path`` with every tensor on the CPU if it holds tensors saved on another device.
+
+    Weights trained on a GPU keep their device in the file, and MONAI's ``ckpt_export`` (as the Model Zoo's CI
+    runs it) loads them without ``map_location``: on a machine without that device it fails. The values are
+    unchanged.
+
+    Returns:
+        the devices found other than ``cpu`` (empty: the file was left as it is).
+    """
+    devices: set[str] = set()
+
+    def record(storage: Any, location: str) -> Any:
+        devices.add(str(location))
+        return storage
+
+    state = torch.load(path, map_location=record, weights_only=True)
+    others = sorted(d for d in devices if d != "cpu")
+    if others:  # saved under the same file name (torch.save records it in the archive), then moved into place
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            torch.save(state, Path(tmp) / path.name)
+            os.replace(Path(tmp) / path.name, path)
+    return others
+
+
+def _package_source() -> Path:
+    import pyconv_monai
+
+    return Path(pyconv_monai.__file__).resolve().parent
+
+
+def _zip_members(staging: Path) -> list[Path]:
+    return sorted(p for p in staging.rglob("*") if p.is_file())
+
+
+def _bundle_files(root: Path) -> list[str]:
+    """What goes into the zip from the bundle: configs/, docs/, LICENSE and models/model.pt (and models/README.md)."""
+    files = []
+    for sub in ("configs", "docs"):
+        files += [p.relative_to(root).as_posix() for p in sorted((root / sub).rglob("*")) if p.is_file()]
+    for name in ("LICENSE", "models/model.pt", "models/README.md"):
+        if (root / name).is_file():
+            files.append(name)
+    return [f for f in files if "__pycache__" not in f and not f.endswith(".pyc")]
+
+
+def export_bundle(
+    bundle: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike | None = None,
+    schemas_dir: str | os.PathLike = SCHEMAS_DIR,
+    max_file_mb: float = ZOO_MAX_FILE_MB,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Check ``bundle`` as the Model Zoo's CI does and write ``out_dir/<name>_v<version>.zip``.
+
+    The checks run on temporary copies of the bundle (building a training workflow must not touch the original);
+    the zip is written to a temporary file in ``out_dir`` and renamed only when complete, and an existing zip is
+    never replaced.
+
+    Args:
+        bundle: the bundle folder (holding ``configs/metadata.json``).
+        out_dir: where the zip goes (created if missing).
+        dataset_dir: ``dataset_dir`` for the workflow property checks (default: the bundle's own default,
+            evaluated with the bundle in its place).
+        schemas_dir: folder holding the metadata schema named by ``metadata.json`` ``schema`` (checked offline).
+        max_file_mb: files larger than this stay out of the zip and are listed in ``large_files.yml``.
+        progress: called with one line per finished check (default: the module's logger).
+
+    Returns:
+        the path of the zip.
+
+    Raises:
+        ExportError: a check failed; ``.check`` names it. No zip is written.
+        FileExistsError: the zip exists already.
+    """
+    say = progress or logger.info
+    root = Path(bundle).resolve()
+    name = root.name
+    out_dir = Path(out_dir).resolve()
+    meta_file = root / "configs" / "metadata.json"
+
+    with _check("layout", root):
+        missing = [f for f in (*_REQUIRED_FILES, "models/model.pt") if not (root / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"missing {', '.join(missing)} (a Model Zoo bundle needs them)")
+        meta = json.loads(meta_file.read_text())
+    say("layout: ok")
+
+    with _check("version and changelog", root):
+        version = meta.get("version")
+        if not version or not re.fullmatch(r"\d+\.\d+\.\d+", str(version)):
+            raise ValueError(f"metadata.json 'version' {version!r} is not MAJOR.MINOR.PATCH")
+        if str(version) not in (meta.get("changelog") or {}):
+            raise ValueError(f"metadata.json 'changelog' has no entry for version {version}")
+    target = out_dir / f"{name}_v{version}.zip"
+    if target.exists():
+        raise FileExistsError(f"{target} exists; export never replaces a zip (remove it or bump the version)")
+    say(f"version and changelog: ok ({version})")
+
+    zoo_meta = zoo_metadata(meta)
+    schema = None
+    with _check("metadata schema", root):
+        from monai.bundle import verify_metadata
+
+        schema = _schema_file(zoo_meta, Path(schemas_dir))
+    with tempfile.TemporaryDirectory(prefix=f"export_{name}_") as tmp:
+        tmp = Path(tmp)
+        staging = tmp / "zip" / name  # exactly what goes into the zip
+        for rel in _bundle_files(root):
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, staging / rel)
+        (staging / "configs" / "metadata.json").write_text(json.dumps(zoo_meta, indent=4) + "\n")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(_package_source(), staging / "pyconv_monai", ignore=ignore)
+        meta_in_zip = staging / "configs" / "metadata.json"
+
+        with _check("metadata schema", root):
+            verify_metadata(meta_file=str(meta_in_zip), filepath=str(schema))  # the schema exists: no download
+        say(f"metadata schema: ok ({schema.name})")
+
+        with _check("verify_net_in_out", root):
+            from monai.bundle import verify_net_in_out
+
+            verify_net_in_out(
+                net_id="network_def",
+                meta_file=str(meta_in_zip),
+                config_file=str(staging / "configs" / "inference.json"),
+                bundle_root=str(staging),
+                device="cpu",
+            )
+        say("verify_net_in_out: ok")
+
+        data = dataset_dir
+        if data is None:  # the bundle's default data, as the bundle in its place would find it
+            data = _resolved(root / "configs" / "train.json", root, "dataset_dir")
+        overrides = {"dataset_dir": os.path.abspath(data)} if isinstance(data, (str, os.PathLike)) else {}
+        for kind, config in (("train", "train.json"), ("infer", "inference.json")):
+            scratch = tmp / f"properties_{kind}" / name  # initialize() may write or move files: a throw-away copy
+            shutil.copytree(staging, scratch, ignore=shutil.ignore_patterns("pyconv_monai"))
+            with _check(f"workflow properties ({kind})", root):
+                _check_properties(
+                    scratch / "configs" / config, scratch / "configs" / "metadata.json", scratch, kind, overrides
+                )
+            say(f"workflow properties ({kind}): ok")
+
+        with _check("torchscript export", root):
+            from monai.bundle import ckpt_export
+
+            moved = _cpu_checkpoint(staging / "models" / "model.pt")
+            if moved:
+                say(f"models/model.pt: tensors saved on {', '.join(moved)} are on the CPU in the zip (same values)")
+
+            ts_file = staging / "models" / "model.ts"
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(ts_file),
+                ckpt_file=str(staging / "models" / "model.pt"),
+                meta_file=str(meta_in_zip),
+                config_file=str(staging / "configs" / "inference.json"),
+                bundle_root=str(staging),
+            )
+            compared = _compare_torchscript(
+                ts_file, staging / "configs" / "inference.json", zoo_meta, staging / "models" / "model.pt", staging
+            )
+        say(f"torchscript export: ok ({compared})")
+
+        large = []
+        for path in _zip_members(staging):
+            if path.stat().st_size > max_file_mb * 1024 * 1024:
+                rel = path.relative_to(staging).as_posix()
+                large.append({"path": rel, "url": PLACEHOLDER_URL, "hash_val": _sha256(path)})
+                path.unlink()
+                say(f"large file: {rel} ({path.name}) is listed in large_files.yml, not zipped")
+        if large:
+            (staging / "large_files.yml").write_text(large_files_yaml(large))
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=out_dir)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # mkstemp makes the file private; the zip is an ordinary output
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for path in _zip_members(staging):
+                    zf.write(path, path.relative_to(staging.parent).as_posix())
+            try:
+                os.link(partial, target)  # fails if the target appeared meanwhile: never replaces a zip
+            except FileExistsError:
+                raise FileExistsError(f"{target} exists; export never replaces a zip") from None
+            except OSError:  # no hard links here: rename, after checking again
+                if target.exists():
+                    raise FileExistsError(f"{target} exists; export never replaces a zip") from None
+                os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    say(f"wrote {target}")
+    return target
