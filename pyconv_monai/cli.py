@@ -6,6 +6,9 @@
 ``pyconv-monai segment IN OUT --bundle liver_ct_segmentation`` runs exactly
 ``python -m monai.bundle run --config_file bundles/liver_ct_segmentation/configs/inference.json --dataset_dir IN
 --output_dir OUT`` (plus the overrides given), through MONAI's ``ConfigWorkflow``.
+
+``pyconv-monai export BUNDLE OUT`` checks a bundle as the Model Zoo's CI does and writes
+``OUT/<name>_v<version>.zip`` (:func:`pyconv_monai.workflows.export.export_bundle`).
 """
 
 from __future__ import annotations
@@ -118,7 +121,35 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--network-name", help="network of the weights, if not the bundle's pyconvunet")
     seg.add_argument("--no-dicom-seg", action="store_true", help="do not write DICOM SEG objects")
     seg.add_argument("--no-progress", action="store_true", help="no progress bars")
+    seg.add_argument(
+        "--tta", action="store_true", help="test-time flip averaging (CT bundles; 3x the network time, see docs)"
+    )
+    seg.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnxruntime", "openvino"),
+        help="what runs the network (default auto: on a CPU OpenVINO if installed, else ONNX Runtime, else torch; "
+        "a runtime that is not installed falls back to torch)",
+    )
+    exp = sub.add_parser(
+        "export",
+        help="check a bundle as the MONAI Model Zoo's CI does and write OUT/<name>_v<version>.zip",
+        description="Checks layout, version and changelog, metadata.json against bundles/schemas (offline), "
+        "verify_net_in_out, the train and infer workflow properties and a TorchScript export compared with the "
+        "checkpoint, then writes <name>_v<version>.zip (the bundle, its pyconv_monai code, large_files.yml for files "
+        "over 25 MB). Exit status 1 when a check failed (no zip is written), 2 when the export could not start.",
+    )
+    exp.add_argument("bundle", help=f"bundle name ({', '.join(list_bundles())}) or bundle folder")
+    exp.add_argument("output", help="folder for the zip (an existing zip is never replaced)")
+    exp.add_argument("--dataset-dir", help="data for the workflow property checks (default: the bundle's default)")
     return parser
+
+
+def _is_bundle(bundle: str) -> bool:
+    try:
+        bundle_dir(bundle)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -130,11 +161,29 @@ def _cause(e: BaseException) -> BaseException:
     return e
 
 
+def _export(args: argparse.Namespace) -> int:
+    """``pyconv-monai export``: 0 the zip was written, 1 a check failed, 2 the export could not start."""
+    from pyconv_monai.workflows.export import ExportError, export_bundle
+
+    try:
+        root = bundle_dir(args.bundle)
+        export_bundle(root, args.output, dataset_dir=args.dataset_dir, progress=print)
+    except ExportError as e:
+        print(f"pyconv-monai: export failed: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, FileExistsError) as e:
+        print(f"pyconv-monai: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pyconv-monai`` command; returns the exit status (0 ok, 1 a case failed, 2 the run could not start)."""
     from pyconv_monai.workflows import InferenceError
 
     args = _parser().parse_args(argv)
+    if args.command == "export":
+        return _export(args)
     overrides: dict[str, Any] = {}
     if args.overwrite:
         overrides["overwrite"] = True
@@ -151,6 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["dicom_seg"] = False
     if args.no_progress:
         overrides["progress"] = False
+    if args.tta:
+        overrides["tta"] = True
+    if args.runtime:
+        config = bundle_dir(args.bundle) / "configs" / "inference.json" if _is_bundle(args.bundle) else None
+        if config is not None and '"@runtime"' not in config.read_text():
+            print(f"pyconv-monai: error: {config} does not pass the runtime to its predictor (needs "
+                  '"runtime": "auto" and "runtime": "@runtime" among the predictor\'s arguments)', file=sys.stderr)
+            return 2
+        overrides["runtime"] = args.runtime
     try:
         segment(args.input, args.output, args.bundle, overrides)
     except Exception as e:  # MONAI wraps a failing config expression in RuntimeError: report the cause

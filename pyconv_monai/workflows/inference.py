@@ -7,10 +7,14 @@
 NRRD volume, a TIFF stack or a 2D image, found by :func:`pyconv_monai.data.find_cases`) it
 
 1. reads the image in its stored voxel order (DICOM: :class:`pyconv_monai.data.DicomSeriesReader`, HU),
-2. orients volumes with patient geometry to the axes the network was trained on (``axcodes``: ``"PLS"`` for slices
-   in radiological display, ``"ALS"`` for the vertically flipped LiTS slices; TIFF and 2D files as stored),
-3. applies the intensity transform that matches the training data for that kind of input,
-4. runs the network over the slices in batches (MONAI ``SliceInferer``) under ``torch.no_grad``, then sigmoid and
+2. orients volumes with patient geometry (MONAI ``Orientation``, as the training loads) to the axes the network was
+   trained on (``axcodes``: ``"PLS"`` for slices in radiological display, ``"ALS"`` for the vertically flipped LiTS
+   slices; TIFF and 2D files as stored),
+3. applies the preprocessing that matches the training data for that kind of input: for CT volumes the in-plane
+   resampling to the bundle's ``pixel_spacing`` (:class:`pyconv_monai.transforms.InPlaneSpacingd`) and the CT window;
+   TIFF and 2D files carry no spacing and are used as they are (the log says so),
+4. runs the network over the slices in batches (MONAI ``SliceInferer``) under ``torch.no_grad``, ``max_slices``
+   slices at a time, puts its output back on the input's grid (``invert``: MONAI ``Invertd``), then sigmoid and
    threshold (the bundle's ``postprocessing``),
 5. puts the mask back into the input's voxel order and writes it: NIfTI with the input's affine for DICOM, NIfTI and
    NRRD input, plus a DICOM SEG for DICOM series; TIFF for TIFF; PNG for 2D images,
@@ -35,12 +39,15 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer
-from monai.transforms import Compose
+from monai.transforms import Compose, Orientationd
 from monai.utils import optional_import
 
 from pyconv_monai.data import DEFAULT_EXCLUDE, SUPPORTED_FORMATS, DicomSeriesReader, find_cases
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 from pyconv_monai.data.meta import tracking_meta
+from pyconv_monai.runtime import RUNTIMES, select_runtime
+from pyconv_monai.runtime import runtime_options as runtime_options_of
+from pyconv_monai.transforms.spacing import in_plane_spacing
 from pyconv_monai.workflows.bundle import as_bool
 from pyconv_monai.writers import (
     mask_suffix,
@@ -141,6 +148,19 @@ def _ignored(w: warnings.WarningMessage) -> bool:
     return issubclass(w.category, (DeprecationWarning, FutureWarning)) or "nvImageCodec" in str(w.message)
 
 
+def _unwrapped(transform: Callable, data: Any) -> Any:
+    """``transform(data)``, raising the error of the failing step rather than MONAI's "applying transform" wrapper."""
+    try:
+        return transform(data)
+    except RuntimeError as e:
+        cause: BaseException = e
+        while type(cause) is RuntimeError and cause.__cause__ is not None and "applying transform" in str(cause):
+            cause = cause.__cause__
+        if cause is e:
+            raise
+        raise cause from e
+
+
 def _as_transform(t: Callable | Sequence[Callable] | None) -> Callable | None:
     if t is None:
         return None
@@ -165,6 +185,9 @@ class SegmentationPredictor:
             ``preprocessing``.
         postprocessing: from the inferer's output ``(C, H, W, N)`` to a binary mask (e.g. sigmoid and threshold);
             ``None`` thresholds logits at 0.
+        orientation: dictionary transform of ``{"image": (1, X, Y, Z)}`` (stored voxel order, with its affine) that
+            orients volumes with geometry before slicing along the last axis, invertible (MONAI ``Orientationd``,
+            the bundles' ``orientation``); ``None``: MONAI ``Orientationd`` to ``axcodes``.
         axcodes: orientation volumes with geometry are brought to before slicing along the last axis (``None``:
             as stored).
         expected_modality: DICOM series of another Modality are refused (``None``: any).
@@ -180,6 +203,18 @@ class SegmentationPredictor:
         csv_name: name of the results table in ``output_dir``.
         algorithm: the algorithm's name in the DICOM SEG.
         raise_on_error: raise :class:`InferenceError` after the run when a case failed.
+        runtime: what runs the network: ``"auto"`` (on a CPU: OpenVINO, else ONNX Runtime, else torch), ``"torch"``
+            (the reference), ``"onnxruntime"`` or ``"openvino"``; a runtime that is not installed falls back to
+            torch with one log line (see :func:`pyconv_monai.runtime.select_runtime`).
+        invert: dictionary transform that puts the network output ``{"pred": (C, h, w, n)}`` back on the grid of
+            the preprocessed image's input (``{"image": ...}``, e.g. MONAI's ``Invertd`` over ``ct_preprocessing``,
+            which undoes its in-plane resampling), applied before ``postprocessing``; ``None``: none.
+        max_slices: slices preprocessed, inferred and inverted together (memory stays bounded for any volume).
+        tta: test-time flip averaging: the mean of the network's logits on each slice, on it flipped top to bottom
+            and on it flipped left to right (flipped back); three times the network's time.
+        runtime_options: more arguments of :func:`pyconv_monai.runtime.select_runtime` (``precision``, ``mode``,
+            ``cache_dir``, ``model_file``, ``threads``, ``size``); ``model_file`` defaults to ``model.onnx`` beside
+            ``ckpt_file``, used when it was exported from the same weights.
     """
 
     def __init__(
@@ -192,6 +227,7 @@ class SegmentationPredictor:
         ct_preprocessing: Callable | Sequence[Callable] | None = None,
         postprocessing: Callable | Sequence[Callable] | None = None,
         axcodes: str | None = None,
+        orientation: Callable | None = None,
         expected_modality: str | None = None,
         segment: Mapping[str, Any] | None = None,
         dicom_seg: bool | str = True,
@@ -204,6 +240,11 @@ class SegmentationPredictor:
         csv_name: str = "volumes.csv",
         algorithm: str = "pyconv-monai",
         raise_on_error: bool = True,
+        runtime: str = "auto",
+        runtime_options: Mapping[str, Any] | None = None,
+        invert: Callable | None = None,
+        max_slices: int = 16,
+        tta: bool | str = False,
     ) -> None:
         self.device = torch.device(device)
         self.network = network.to(self.device)
@@ -218,6 +259,9 @@ class SegmentationPredictor:
         self.ct_preprocessing = _as_transform(ct_preprocessing)
         self.postprocessing = _as_transform(postprocessing)
         self.axcodes = axcodes or None
+        if orientation is None and self.axcodes:
+            orientation = Orientationd("image", axcodes=self.axcodes, labels=None)
+        self.orientation = orientation
         self.expected_modality = expected_modality or None
         self.segment = dict(segment or {})
         self.dicom_seg = as_bool(dicom_seg)
@@ -228,12 +272,30 @@ class SegmentationPredictor:
         self.algorithm = algorithm
         self.raise_on_error = raise_on_error
         self._weights_loaded = ckpt_file is None
+        self.invert = invert
+        self.max_slices = max(1, int(max_slices))
+        self.tta = as_bool(tta)
+        self.runtime = runtime
+        self.runtime_options = runtime_options_of(runtime_options)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+        self._runner: torch.nn.Module | None = None  # the network as the runtime runs it, chosen once per predictor
 
     def __call__(self, dataset_dir: str | os.PathLike) -> list[dict]:
         return self.run(dataset_dir)
 
-    def run(self, dataset_dir: str | os.PathLike) -> list[dict]:
+    def find_cases(self, dataset_dir: str | os.PathLike) -> list[dict]:
+        """The cases :meth:`run` segments under ``dataset_dir`` (see :func:`pyconv_monai.data.find_cases`), without
+        this predictor's output folder and excluded names; the bundles' ``dataset`` holds them."""
+        return find_cases(dataset_dir, exclude=self.exclude, skip_dirs=[self.output_dir])
+
+    def run(self, dataset_dir: str | os.PathLike, cases: Sequence[Mapping[str, Any]] | None = None) -> list[dict]:
         """Segment every case under ``dataset_dir`` (a folder or one file) and write the outputs and ``volumes.csv``.
+
+        Args:
+            dataset_dir: the input folder or file.
+            cases: the cases to segment, as :meth:`find_cases` lists them (the bundle's ``dataset``); ``None``
+                finds them under ``dataset_dir``.
 
         Returns:
             one dict per case (the CSV's rows, see :data:`pyconv_monai.writers.VOLUME_COLUMNS`).
@@ -258,10 +320,15 @@ class SegmentationPredictor:
             self._weights_loaded = True
             logger.info(f"loaded weights from {self.ckpt_file}")
         self.network.eval()
+        if self._runner is None:
+            options = dict(self.runtime_options)
+            if self.ckpt_file and "model_file" not in options:
+                options["model_file"] = os.path.join(os.path.dirname(os.path.abspath(self.ckpt_file)), "model.onnx")
+            self._runner = select_runtime(self.network, self.runtime, self.device, **options)
         os.makedirs(self.output_dir, exist_ok=True)
         for path in remove_stale_temps(self.output_dir):
             logger.info(f"removed {path}, left by an interrupted run")
-        cases = find_cases(dataset_dir, exclude=self.exclude, skip_dirs=[self.output_dir])
+        cases = self.find_cases(dataset_dir) if cases is None else list(cases)
         if not cases:
             raise ValueError(f"no images found under {os.path.abspath(dataset_dir)}; supported: {SUPPORTED_FORMATS}.")
         logger.info(f"{len(cases)} case(s) under {os.path.abspath(dataset_dir)}; writing to {self.output_dir}")
@@ -344,38 +411,93 @@ class SegmentationPredictor:
             vol = MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(meta["affine"]), meta=extra)
         return vol, data.headers
 
-    def _infer(self, image: torch.Tensor) -> np.ndarray:
-        """Binary mask ``(H, W, N)`` of a preprocessed ``(1, H, W, N)`` image."""
+    def _infer(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's output ``(C, H, W, N)`` (logits) for a preprocessed ``(1, H, W, N)`` image, on the CPU."""
         x = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)).float()
         x = x[None].to(self.device)
         use_amp = self.amp and self.device.type == "cuda"
+        net = self._runner if self._runner is not None else self.network
         with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=use_amp):
-            logits = self.inferer(x, self.network)
+            logits = self.inferer(x, net)
+            if self.tta:  # (B, C, H, W, N): flip rows, then columns, and back
+                logits = logits.float()
+                for dim in (2, 3):
+                    logits = logits + torch.flip(self.inferer(torch.flip(x, dims=(dim,)), net), dims=(dim,)).float()
+                logits = logits / 3.0
         out = logits[0]
-        out = self.postprocessing(out) if self.postprocessing is not None else out > 0
-        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
-        return out[0].detach().float().cpu().numpy() > 0.5
+        return (out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)).detach().float().cpu()
+
+    def _segment(self, array: np.ndarray, affine: np.ndarray, source: str, ct: bool) -> tuple[np.ndarray, str]:
+        """Binary mask ``(H, W, N)`` of an (oriented) image ``(H, W, N)`` whose voxel-to-world affine is ``affine``.
+
+        At most ``max_slices`` slices at a time: preprocessing (for ``ct``: ``ct_preprocessing``, which may resample
+        the slices to the bundle's pixel spacing), the network, ``invert`` (back to the input's grid, ``ct`` only),
+        ``postprocessing``. Returns the mask and a note on the grid the network saw.
+        """
+        transform = self.ct_preprocessing if ct and self.ct_preprocessing is not None else self.preprocessing
+        invert = self.invert if ct and self.ct_preprocessing is not None else None
+        n = array.shape[-1]
+        mask = np.zeros(array.shape, bool)
+        note = ""
+        for start in range(0, n, self.max_slices):
+            stop = min(n, start + self.max_slices)
+            shift = np.eye(4)
+            shift[2, 3] = start
+            with tracking_meta():
+                chunk = MetaTensor(
+                    torch.as_tensor(np.ascontiguousarray(array[..., start:stop]))[None],
+                    affine=torch.as_tensor(affine @ shift),
+                    meta={"filename_or_obj": source},
+                )
+                data: dict[str, Any] = {"image": chunk}
+                if transform is not None:
+                    data = dict(_unwrapped(transform, data))
+                image = data["image"]
+                if not note:
+                    note = f"network input {tuple(image.shape[1:3])} per slice"
+                logits = self._infer(image)
+                if invert is not None:
+                    data["pred"] = MetaTensor(logits, affine=image.affine if isinstance(image, MetaTensor) else None)
+                    logits = _unwrapped(invert, data)["pred"]
+            out = self.postprocessing(logits) if self.postprocessing is not None else logits > 0
+            out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+            part = out[0].detach().float().cpu().numpy() > 0.5
+            if part.shape != array[..., start:stop].shape:
+                raise ValueError(
+                    f"{source}: the prediction {part.shape} is not on the input grid {array[..., start:stop].shape}; "
+                    "the inference config's invert step must undo every spatial step of its preprocessing"
+                )
+            mask[..., start:stop] = part
+        return mask, note
 
     def _predict(self, case: Mapping[str, Any], row: dict) -> None:
         name, kind = str(case["case"]), case["kind"]
         mask_path, seg_path = self._outputs(name, kind)
         vol, headers = self._load(case)
         affine = np.asarray(vol.affine, float)
-        array = vol.as_tensor()[0].numpy()
         geometry = kind in GEOMETRY_KINDS
-        back = None
-        if geometry and self.axcodes:
-            forward, back = orientation(affine, self.axcodes)
-            array = nib.orientations.apply_orientation(array, forward)
-        transform = self.ct_preprocessing if geometry and self.ct_preprocessing is not None else self.preprocessing
-        with tracking_meta():
-            image = MetaTensor(torch.as_tensor(np.ascontiguousarray(array))[None])
-        if transform is not None:
-            image = transform({"image": image})["image"]
-        mask = self._infer(image)
+        reorient = self.orientation if geometry else None
+        with tracking_meta():  # MONAI's Orientation, as the training loads
+            oriented_vol = _unwrapped(reorient, {"image": vol})["image"] if reorient is not None else vol
+        array = oriented_vol.as_tensor()[0].numpy()
+        oriented = np.asarray(oriented_vol.affine, float)
+        source = str(case["image"])
+        mask, note = self._segment(array, oriented, source, ct=geometry)
+        if geometry:
+            sx, sy = in_plane_spacing(oriented)
+            logger.info(f"{name}: in-plane pixel spacing {sx:.4g} x {sy:.4g} mm; {note}")
+        else:
+            logger.info(f"{name}: a {kind} file carries no pixel spacing: its slices are used as they are; {note}")
         row["slices"] = int(mask.shape[-1])
-        if back is not None:
-            mask = nib.orientations.apply_orientation(mask, back)
+        if reorient is not None:  # back to the stored voxel order (MONAI's inverse of the same Orientation)
+            with tracking_meta():
+                oriented_mask = MetaTensor(torch.as_tensor(mask)[None], affine=oriented_vol.affine)
+                oriented_mask.applied_operations = list(oriented_vol.applied_operations)
+                restored = _unwrapped(reorient.inverse, {"image": oriented_mask})["image"]
+            same_grid = np.allclose(np.asarray(restored.affine, float), affine, atol=1e-4)
+            if restored.shape[1:] != vol.shape[1:] or not same_grid:
+                raise ValueError(f"{case['image']}: the orientation step did not invert to the input's grid")
+            mask = restored.as_tensor()[0].numpy()
         mask = np.ascontiguousarray(mask)
         foreground = int(mask.sum())
         row["foreground_voxels"] = foreground

@@ -327,9 +327,11 @@ def test_missing_weights_and_failed_cases_set_the_exit_status(shared_data, tmp_p
     (data / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     cmd = [sys.executable, "-m", "pyconv_monai.cli", "segment", str(data), str(tmp_path / "out"), "--bundle"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(cmd + ["liver_ct_segmentation", "--no-progress"], capture_output=True, text=True, env=env)
+    missing = tmp_path / "missing" / "model.pt"  # (the bundle's own models/model.pt may be installed)
+    args = ["liver_ct_segmentation", "--no-progress", "--ckpt-file", str(missing)]
+    done = subprocess.run(cmd + args, capture_output=True, text=True, env=env)
     assert done.returncode == 2
-    assert f"no model weights at {REPO / 'bundles' / 'liver_ct_segmentation' / 'models' / 'model.pt'}" in done.stderr
+    assert f"no model weights at {missing}" in done.stderr
     assert "--ckpt_file" in done.stderr and "--ckpt-file" in done.stderr
     assert not (tmp_path / "out").exists()  # nothing was written
 

@@ -1,0 +1,331 @@
+#!/usr/bin/env python
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""PyConvU-Net and U-Net on the CPU runtimes: seconds per 512x512 slice, and a 300-slice CT study end to end.
+
+    python benchmarks/cpu_inference.py                       # the tables below: 15-20 min on 2 shared cores
+    python benchmarks/cpu_inference.py --dice                # + validation Dice per bundle, fp32 against bf16
+    python benchmarks/cpu_inference.py --out docs/cpu_inference.md
+
+1. **Per slice**: real CT slices (the JPEG 2000 series ``ct_dicom_totalseg``, liver bundle preprocessing) through
+   each path, ``--batch-size`` slices per call, after one untimed call; the median of ``--repeats`` runs over
+   ``--slices`` slices. Paths: torch eager (the reference ``segment`` ran before this work), torch on the fused
+   inference form (:func:`pyconv_monai.runtime.fuse_for_inference`, BN folded), and the ONNX export
+   (:func:`pyconv_monai.runtime.export_onnx`) in ONNX Runtime and OpenVINO (fp32, and bf16 where the CPU has it).
+   PyConvU-Net uses the liver bundle's trained weights; U-Net (``get_network("unet")``) fresh weights (seed 0: speed
+   does not depend on them). Each row also gives the setup time (export and compile), the largest logit difference
+   from torch eager and the share of mask pixels equal to torch eager's.
+2. **End to end**: a 300-slice study built from the real 20-slice series (15 copies of its files, each shifted along
+   the slice normal by the series' extent, with new SOP instance UIDs, in a temporary folder; the pixel data stays
+   JPEG 2000) segmented by the liver bundle's ``inference.json`` (as ``pyconv-monai segment``: DICOM decoding,
+   inference, NIfTI, DICOM SEG and ``volumes.csv`` written) with each runtime of ``--study-runtimes``; wall seconds
+   from the call to the written CSV, export and compilation included.
+3. With ``--dice``: each bundle's validation slices (its ``train.json`` split, from ``../shared/data``) through ONNX
+   Runtime fp32 and OpenVINO bf16: mean Dice of each, the drop, and the pixels where the masks differ. A lossy
+   precision is acceptable for a bundle only when the drop is < 0.002.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation")
+LAYOUT_FOLDER = {"lung_ct_2d": "lung_ct_2d", "liver_ct_2d": "liver_ct_2d", "isbi2012_em": "isbi2012_em"}
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def machine(threads: int) -> str:
+    from pyconv_monai.machine import cpu_cores, cpu_model
+
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    versions = [f"Python {platform.python_version()}", f"torch {torch.__version__}"]
+    for name in ("onnxruntime", "openvino"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except ImportError:
+            versions.append(f"{name} not installed")
+    return (
+        f"CPU: {cpu_model()}, {cpu_cores()} core(s) usable, {threads} thread(s) per runtime; load average before the "
+        f"run (1/5/15 min): {load}; {', '.join(versions)}"
+    )
+
+
+def ct_slices(series: Path, count: int) -> torch.Tensor:
+    """``count`` real CT slices ``(count, 1, H, W)`` with the liver bundle's preprocessing (orientation, window)."""
+    from pyconv_monai.data import DicomSeriesReader
+    from pyconv_monai.transforms import CTWindow
+    from pyconv_monai.workflows import orientation
+
+    reader = DicomSeriesReader()
+    array, meta = reader.get_data(reader.read(str(series)))
+    forward, _ = orientation(np.asarray(meta["affine"], float), "ALS")
+    array = nib.orientations.apply_orientation(array, forward)
+    image = CTWindow(None, window=500, level=150)(torch.as_tensor(np.ascontiguousarray(array))[None]).float()
+    idx = np.linspace(0, image.shape[-1] - 1, count).round().astype(int)
+    return image[0][..., idx].permute(2, 0, 1)[:, None].contiguous()
+
+
+def _run_batches(net: Callable, x: torch.Tensor, batch: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
+    from pyconv_monai.networks import get_network
+    from pyconv_monai.runtime import available_runtimes, fuse_for_inference, select_runtime
+
+    rows = []
+    found = available_runtimes()
+    for name in args.networks:
+        torch.manual_seed(0)
+        net = get_network(name).eval()
+        if name == "pyconvunet":
+            state = torch.load(REPO / "bundles" / args.bundle / "models" / "model.pt", map_location="cpu",
+                               weights_only=True)  # fmt: skip
+            net.load_state_dict(state)
+        paths: list[tuple[str, Callable[[], torch.nn.Module]]] = [("torch eager (reference)", lambda: net)]
+        if name == "pyconvunet":
+            fused = f"torch, fused {args.torch_mode} + BN folded"
+            paths.append((fused, lambda: fuse_for_inference(net, args.torch_mode)))
+        modes = args.modes if name == "pyconvunet" else ["reference"]  # networks without PyConvs: one export
+        for mode in modes:
+            for runtime, precision in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
+                if runtime in found:
+                    label = f"{runtime} {precision}" + (f", fused {mode}" if len(modes) > 1 else "")
+                    paths.append(
+                        (label, lambda r=runtime, p=precision, m=mode: select_runtime(
+                            net, r, "cpu", precision=p, mode=m, threads=args.threads))
+                    )  # fmt: skip
+        reference = None
+        for label, build in paths:
+            start = time.perf_counter()
+            runner = build()
+            setup = time.perf_counter() - start
+            _run_batches(runner, x[: args.batch_size], args.batch_size)  # warm-up
+            times, cpu, out = [], [], None
+            for _ in range(args.repeats):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                out = _run_batches(runner, x, args.batch_size)
+                times.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - cpu_start)
+            if reference is None:
+                reference = out
+            diff = (out - reference).abs().max().item()
+            agree = ((out > 0) == (reference > 0)).float().mean().item()
+            per = statistics.median(times) / len(x)
+            cpu_per = statistics.median(cpu) / len(x)
+            rows.append({"network": name, "path": label, "setup_s": setup, "s_per_slice": per, "cpu_per_slice": cpu_per,
+                         "diff": diff, "agree": agree})  # fmt: skip
+            print(f"  {name:10s} {label:32s} {per:.3f} s/slice (setup {setup:.1f} s)", file=sys.stderr, flush=True)
+    return rows
+
+
+def build_study(series: Path, copies: int, dst: Path) -> int:
+    """Write ``copies`` shifted copies of a DICOM series into ``dst`` as one series; returns the slice count."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    files = sorted(p for p in series.iterdir() if p.is_file())
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    order = np.argsort([float(h.ImagePositionPatient[2]) for h in headers])
+    z = np.array([float(headers[i].ImagePositionPatient[2]) for i in order])
+    step = float(np.median(np.diff(z))) if len(z) > 1 else 1.0
+    extent = step * len(z)
+    n = 0
+    for c in range(copies):
+        for rank, i in enumerate(order):
+            ds = pydicom.dcmread(files[i])
+            pos = [float(v) for v in ds.ImagePositionPatient]
+            ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + c * extent]
+            ds.InstanceNumber = c * len(files) + rank + 1
+            uid = generate_uid(entropy_srcs=[str(dst), str(c), files[i].name])
+            ds.SOPInstanceUID = uid
+            ds.file_meta.MediaStorageSOPInstanceUID = uid
+            ds.save_as(dst / f"{c:03d}_{files[i].name}", enforce_file_format=True)
+            n += 1
+    return n
+
+
+def _predictor_id(config: dict) -> str:
+    for key, value in config.items():
+        if isinstance(value, dict) and str(value.get("_target_", "")).endswith("SegmentationPredictor"):
+            return key
+    raise ValueError("no SegmentationPredictor in the bundle's inference.json")
+
+
+def study_rows(args: argparse.Namespace) -> list[dict]:
+    from pyconv_monai.cli import segment
+
+    rows = []
+    config = json.loads((REPO / "bundles" / args.bundle / "configs" / "inference.json").read_text())
+    pid = _predictor_id(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "study"
+        study.mkdir()
+        copies = max(1, -(-args.study_slices // len(list(Path(args.series).iterdir()))))
+        n = build_study(Path(args.series), copies, study)
+        for runtime in args.study_runtimes:
+            out = Path(tmp) / f"out_{runtime}"
+            overrides = {f"{pid}#runtime": runtime, "device": "cpu", "progress": False, "batch_size": args.batch_size,
+                         f"{pid}#runtime_options": {"threads": args.threads}}  # fmt: skip
+            start, cpu_start = time.perf_counter(), time.process_time()
+            segment(study, out, args.bundle, overrides, configure_logging=False)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            with open(out / "volumes.csv", newline="") as f:
+                row = next(csv.DictReader(f), {})
+            rows.append({"runtime": runtime, "slices": n, "seconds": seconds, "cpu_s": cpu, "status": row.get("status"),
+                         "volume_ml": row.get("volume_ml")})  # fmt: skip
+            print(f"  study {runtime}: {seconds:.1f} s for {n} slices", file=sys.stderr, flush=True)
+    return rows
+
+
+def dice_rows(args: argparse.Namespace) -> list[dict]:
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from pyconv_monai.networks import get_network
+    from pyconv_monai.runtime import select_runtime
+
+    rows = []
+    for bundle in BUNDLES:
+        root = REPO / "bundles" / bundle
+        parser = ConfigParser()
+        parser.read_config(root / "configs" / "train.json")
+        layout = parser["layout"]
+        parser["dataset_dir"] = str(_shared_data() / LAYOUT_FOLDER[layout])
+        parser["bundle_root"] = str(root)
+        items = parser.get_parsed_content("val_datalist")
+        transform = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
+        samples = [transform(dict(item)) for item in items]
+        x = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
+        y = torch.stack([torch.as_tensor(s["label"]).float() for s in samples]) > 0.5
+        net = get_network("pyconvunet").eval()
+        net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+        masks = {}
+        for label, runtime, precision in (("fp32", "onnxruntime", "fp32"), ("bf16", "openvino", "bf16")):
+            runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
+                                    size=tuple(x.shape[2:]))  # fmt: skip
+            masks[label] = _run_batches(runner, x, args.batch_size) > 0
+        dice = {k: _mean_dice(m, y) for k, m in masks.items()}
+        differ = (masks["fp32"] != masks["bf16"]).float().mean().item()
+        rows.append({"bundle": bundle, "slices": len(x), "dice_fp32": dice["fp32"], "dice_bf16": dice["bf16"],
+                     "drop": dice["fp32"] - dice["bf16"], "differ": differ})  # fmt: skip
+        print(f"  {bundle}: Dice fp32 {dice['fp32']:.4f}, bf16 {dice['bf16']:.4f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _mean_dice(pred: torch.Tensor, label: torch.Tensor) -> float:
+    """Mean over slices of the foreground Dice (MONAI ``DiceMetric`` without background; empty-empty counts 1)."""
+    p, t = pred.flatten(1).float(), label.flatten(1).float()
+    inter, total = (p * t).sum(1), p.sum(1) + t.sum(1)
+    dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+    return dice.mean().item()
+
+
+def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[dict], dice: list[dict]) -> str:
+    lines = [
+        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        "",
+        f"Machine: {host}.",
+        "",
+        f"Per slice: {args.slices} real 512x512 CT slices (`{Path(args.series).name}`, liver preprocessing), batch "
+        f"{args.batch_size}, median of {args.repeats} runs after one warm-up call. Setup = export + compile. Agree = "
+        "mask pixels equal to torch eager's. CPU s / slice = the process's CPU time per slice over all its threads: "
+        f"on a machine shared with other jobs, CPU s / slice ÷ {args.threads} estimates the idle wall time better "
+        "than the wall time does.",
+        "",
+        "| network | path | s / slice | × torch eager | CPU s / slice | setup s | max logit diff | agree |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = {r["network"]: r["s_per_slice"] for r in slices if r["path"].startswith("torch eager")}
+    for r in slices:
+        lines.append(
+            f"| {r['network']} | {r['path']} | {r['s_per_slice']:.3f} | {base[r['network']] / r['s_per_slice']:.1f} | "
+            f"{r['cpu_per_slice']:.3f} | {r['setup_s']:.1f} | {r['diff']:.1e} | {100 * r['agree']:.3f} % |"
+        )
+    if study:
+        lines += [
+            "",
+            f"End to end: {study[0]['slices']}-slice study ({args.study_slices} requested; copies of the real JPEG "
+            f"2000 series), `{args.bundle}` inference.json, DICOM decode + inference + NIfTI + DICOM SEG + CSV; batch "
+            f"{args.batch_size}.",
+            "",
+            "| runtime | slices | seconds | s / slice | CPU s | status | volume mL |",
+            "|---|---:|---:|---:|---:|---|---:|",
+        ]
+        for r in study:
+            vol = f"{float(r['volume_ml']):.1f}" if r["volume_ml"] not in (None, "") else ""
+            lines.append(f"| {r['runtime']} | {r['slices']} | {r['seconds']:.1f} | {r['seconds'] / r['slices']:.3f} "
+                         f"| {r['cpu_s']:.0f} | {r['status']} | {vol} |")  # fmt: skip
+    if dice:
+        lines += [
+            "",
+            "Validation Dice (each bundle's train.json split of `../shared/data`; fp32 = ONNX Runtime, bf16 = OpenVINO "
+            "bf16); a lossy precision is used only where the drop is < 0.002:",
+            "",
+            "| bundle | slices | Dice fp32 | Dice bf16 | drop | pixels differing | bf16 allowed |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in dice:
+            ok = "yes" if r["drop"] < 0.002 else "no"
+            lines.append(f"| {r['bundle']} | {r['slices']} | {r['dice_fp32']:.4f} | {r['dice_bf16']:.4f} | "
+                         f"{r['drop']:+.4f} | {100 * r['differ']:.3f} % | {ok} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", default=str(_shared_data() / "ct_dicom_totalseg" / "dicom"), help="DICOM series")
+    parser.add_argument("--bundle", default="liver_ct_segmentation", help="bundle of the weights and the study run")
+    parser.add_argument("--networks", default="pyconvunet,unet", type=lambda s: s.split(","))
+    parser.add_argument("--slices", type=int, default=8, help="slices timed per path")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per call")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of torch and the runtimes")
+    parser.add_argument("--torch-mode", default="dense", help="PyConv plan of the fused torch row")
+    parser.add_argument("--modes", default="reference", type=lambda s: s.split(","),
+                        help="PyConv fusions of the exported PyConvU-Net to time, e.g. reference,dense,split")
+    parser.add_argument("--study-slices", type=int, default=300, help="slices of the end-to-end study (0: skip)")
+    parser.add_argument("--study-runtimes", default="auto,onnxruntime", type=lambda s: [r for r in s.split(",") if r])
+    parser.add_argument("--dice", action="store_true", help="also measure validation Dice, fp32 against bf16")
+    parser.add_argument("--out", help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING)
+    host = machine(args.threads)
+    x = ct_slices(Path(args.series), args.slices)
+    slices = per_slice_rows(args, x)
+    study = study_rows(args) if args.study_slices > 0 else []
+    dice = dice_rows(args) if args.dice else []
+    table = report(args, host, slices, study, dice)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,432 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""Run a trained 2D network on the CPU with ONNX Runtime or OpenVINO; PyTorch stays the reference and the fallback.
+
+:func:`select_runtime` turns the bundle's network (weights loaded, evaluation mode) into a ``torch.nn.Module`` that
+MONAI's ``SliceInferer`` calls like the network itself:
+
+* ``"torch"``: the network as it is (the reference);
+* ``"onnxruntime"`` / ``"openvino"``: an :class:`OnnxRuntimeNetwork` / :class:`OpenVINONetwork` over the network's
+  ONNX form (:func:`pyconv_monai.runtime.export_onnx`: PyConvs fused into plain convolutions with batch norm
+  folded, opset 18);
+* ``"auto"`` (default): on a CPU, OpenVINO if it is installed, else ONNX Runtime, else torch; on a GPU, torch.
+
+The ONNX model comes from, in this order: ``model_file`` (default ``models/model.onnx`` beside the weights) when
+its recorded digest equals the network's (same architecture, same weights, same fusion); a file in ``cache_dir``
+(or ``$PYCONV_MONAI_ONNX_CACHE``) named by that digest, written there on first use; otherwise an export in memory
+(a few seconds). Nothing is written unless a cache folder is given: a bundle folder is never changed at inference.
+
+A runtime that is not installed, or a network that cannot be exported, falls back to torch with one log line.
+Slices of another size than the first get their own export on first use (in memory or in the cache folder, up to 8
+sizes); a tensor that needs gradients, a GPU tensor, or a size that does not export runs through the torch network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pyconv_monai.runtime.fuse import FUSE_MODES, fuse_for_inference
+
+__all__ = [
+    "RUNTIMES",
+    "PRECISIONS",
+    "ONNX_CACHE_ENV",
+    "OnnxRuntimeNetwork",
+    "OpenVINONetwork",
+    "available_runtimes",
+    "export_onnx",
+    "network_digest",
+    "onnx_digest",
+    "runtime_options",
+    "select_runtime",
+]
+
+logger = logging.getLogger(__name__)
+
+RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
+# fp32: exact up to float rounding; bf16: OpenVINO computes in bfloat16 where the CPU has it (lossy: use only where a
+# bundle's validation Dice was measured to drop by < 0.002, see docs/performance.md)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+ONNX_CACHE_ENV = "PYCONV_MONAI_ONNX_CACHE"
+DIGEST_KEY = "pyconv_monai.digest"
+OPSET = 18
+DEFAULT_FUSE_MODE = "reference"
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes that can be imported here, ``"torch"`` first."""
+    found = ["torch"]
+    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def network_digest(network: nn.Module, mode: str = DEFAULT_FUSE_MODE, size: tuple[int, ...] = (512, 512)) -> str:
+    """SHA-256 of what an exported model depends on: the architecture, every weight and buffer, the fusion, the size.
+
+    Args:
+        network: the network with its trained weights.
+        mode: the PyConv fusion (see :data:`pyconv_monai.runtime.FUSE_MODES`).
+        size: the spatial size of the exported input.
+
+    Returns:
+        a hex digest; equal digests mean the same exported model.
+    """
+    h = hashlib.sha256(f"{type(network).__qualname__}\n{network!r}\n{mode}\n{tuple(size)}\n{OPSET}\n".encode())
+    for name, t in network.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def onnx_digest(path: str | os.PathLike) -> str | None:
+    """The network digest recorded in an exported ONNX file (``None`` when there is none or it cannot be read)."""
+    try:
+        import onnx
+
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:
+        return None
+    return next((p.value for p in model.metadata_props if p.key == DIGEST_KEY), None)
+
+
+def export_onnx(
+    network: nn.Module,
+    path: str | os.PathLike | None = None,
+    mode: str = DEFAULT_FUSE_MODE,
+    size: tuple[int, ...] = (512, 512),
+    in_channels: int | None = None,
+    overwrite: bool = False,
+) -> bytes | str:
+    """Export a trained network to ONNX (opset 18) for the CPU runtimes, its PyConvs fused and batch norm folded.
+
+    The batch axis is dynamic; the spatial size is fixed to ``size`` (the runtime wrappers export other sizes when
+    they come).
+    The file records the network's digest (:func:`network_digest`) in its metadata, so a stale file (other weights)
+    is recognised and not used.
+
+    Args:
+        network: the network with its trained weights (not changed).
+        path: where to write the ``.onnx`` file (atomically: a temporary file in the same folder, then renamed);
+            ``None`` returns the model's bytes instead.
+        mode: how PyConvs become plain convolutions, one of :data:`pyconv_monai.runtime.FUSE_MODES` (networks without
+            PyConvs are exported as they are).
+        size: spatial size of the exported input, e.g. ``(512, 512)``.
+        in_channels: input channels (default: the network's ``in_channels`` attribute, else 1).
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path`` as a string, or the model's bytes.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    import onnx
+
+    if path is not None and os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass overwrite=True to replace it.")
+    digest = network_digest(network, mode, size)
+    fused = fuse_for_inference(network, mode).cpu().float()
+    channels = in_channels or int(getattr(network, "in_channels", 1) or 1)
+    example = torch.zeros(1, channels, *size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks: the spatial size is fixed on purpose
+        torch.onnx.export(
+            fused,
+            (example,),
+            buffer,
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    for key, value in ((DIGEST_KEY, digest), ("pyconv_monai.fuse_mode", mode), ("pyconv_monai.size", str(size))):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = model.SerializeToString()
+    if path is None:
+        return data
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+class _RuntimeNetwork(nn.Module):
+    """Common part of the runtime wrappers: one compiled model per slice size, torch fallback, numpy in and out."""
+
+    runtime = "torch"
+    max_sizes = 8  # slice sizes compiled per wrapper; more run through torch
+
+    def __init__(
+        self,
+        network: nn.Module,
+        size: tuple[int, ...],
+        source: str,
+        model_for: Callable[[tuple[int, ...]], tuple[str | bytes, str]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.network = network  # the reference: fallback for inputs no exported model takes
+        self.size = tuple(size)
+        self.source = source
+        self._model_for = model_for
+        self._runs: dict[tuple[int, ...], Callable[[np.ndarray], np.ndarray]] = {}
+        self._torch: set[tuple] = set()
+
+    def _compile(self, model: str | bytes) -> Callable[[np.ndarray], np.ndarray]:
+        raise NotImplementedError
+
+    def _runner(self, size: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The compiled model for slices of ``size``, exported and compiled on first use (``None``: use torch)."""
+        if size in self._runs:
+            return self._runs[size]
+        if size in self._torch or self._model_for is None or len(self._runs) >= self.max_sizes:
+            return None
+        try:
+            model, source = self._model_for(size)
+            self._runs[size] = self._compile(model)
+        except Exception as e:  # this size cannot be exported or compiled: torch computes it
+            self._torch.add(size)
+            logger.warning(f"{self.runtime} cannot run {size} slices ({type(e).__name__}: {e}); using torch for them")
+            return None
+        logger.info(f"{self.runtime}: compiled the network for {size} slices ({source})")
+        return self._runs[size]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        run = None
+        if x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+            run = self._runner(tuple(x.shape[2:]))
+        if run is None:
+            key = (x.device.type, tuple(x.shape[2:]), x.requires_grad)
+            if key not in self._torch:
+                self._torch.add(key)
+                logger.info(f"{self.runtime}: input {tuple(x.shape)} on {x.device.type} runs through torch")
+            return self.network(x)
+        return torch.from_numpy(np.asarray(run(np.ascontiguousarray(x.detach().float().numpy()))))
+
+    def extra_repr(self) -> str:
+        return f"runtime={self.runtime!r}, sizes={sorted(self._runs)}, source={self.source!r}"
+
+
+class OnnxRuntimeNetwork(_RuntimeNetwork):
+    """A network run by ONNX Runtime's CPU execution provider (all graph optimisations).
+
+    Args:
+        network: the torch network (used for inputs no exported model takes).
+        model: the ONNX model for ``size``: a path or its bytes.
+        size: the slice size it was exported for.
+        threads: intra-op threads (default: ``torch.get_num_threads()``).
+        source: where the model came from (for the log and ``repr``).
+        model_for: ``size -> (model, source)`` for slices of other sizes (``None``: they run through torch).
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        model: str | bytes,
+        size: tuple[int, ...] = (512, 512),
+        threads: int | None = None,
+        source: str = "",
+        model_for: Callable[[tuple[int, ...]], tuple[str | bytes, str]] | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(network, size, source, model_for)
+        self.options = ort.SessionOptions()
+        self.options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        self.options.inter_op_num_threads = 1
+        self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._runs[self.size] = self._compile(model)
+
+    def _compile(self, model: str | bytes) -> Callable[[np.ndarray], np.ndarray]:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(model, self.options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+
+class OpenVINONetwork(_RuntimeNetwork):
+    """A network run by OpenVINO on the CPU (latency hint).
+
+    Args:
+        network: the torch network (used for inputs no exported model takes).
+        model: the ONNX model for ``size``: a path or its bytes.
+        size: the slice size it was exported for.
+        threads: inference threads (default: ``torch.get_num_threads()``).
+        precision: ``"fp32"`` (exact up to rounding; OpenVINO's own default on CPUs with bfloat16 units is bf16, so it
+            is set explicitly) or ``"bf16"`` (lossy).
+        source: where the model came from (for the log and ``repr``).
+        model_for: ``size -> (model, source)`` for slices of other sizes (``None``: they run through torch).
+    """
+
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        network: nn.Module,
+        model: str | bytes,
+        size: tuple[int, ...] = (512, 512),
+        threads: int | None = None,
+        precision: str = "fp32",
+        source: str = "",
+        model_for: Callable[[tuple[int, ...]], tuple[str | bytes, str]] | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}.")
+        super().__init__(network, size, source, model_for)
+        self.precision = precision
+        self.core = ov.Core()
+        self.config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
+        }
+        self._runs[self.size] = self._compile(model)
+
+    def _compile(self, model: str | bytes) -> Callable[[np.ndarray], np.ndarray]:
+        ov_model = self.core.read_model(model) if isinstance(model, str) else self.core.read_model(model=model, weights=b"")
+        request = self.core.compile_model(ov_model, "CPU", self.config).create_infer_request()
+        return lambda x: request.infer({0: x})[0].copy()
+
+
+def _model_source(
+    network: nn.Module, mode: str, size: tuple[int, ...], model_file: str | None, cache_dir: str | None
+) -> tuple[str | bytes, str]:
+    """The ONNX model for ``network``: a matching ``model_file``, a cached file, or a fresh export in memory."""
+    digest = network_digest(network, mode, size)
+    if model_file and os.path.isfile(model_file):
+        recorded = onnx_digest(model_file)
+        if recorded == digest:
+            return model_file, model_file
+        logger.info(f"{model_file} was exported from other weights or settings: not used (exporting anew)")
+    cache_dir = cache_dir or os.environ.get(ONNX_CACHE_ENV) or None
+    if cache_dir:
+        cached = os.path.join(cache_dir, f"{digest[:32]}.onnx")
+        if not (os.path.isfile(cached) and onnx_digest(cached) == digest):
+            export_onnx(network, cached, mode, size, overwrite=True)
+            logger.info(f"exported the network to {cached}")
+        return cached, cached
+    return export_onnx(network, None, mode, size), "exported in memory"
+
+
+def select_runtime(
+    network: nn.Module,
+    runtime: str = "auto",
+    device: str | torch.device = "cpu",
+    model_file: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    mode: str = DEFAULT_FUSE_MODE,
+    size: tuple[int, ...] = (512, 512),
+    threads: int | None = None,
+) -> nn.Module:
+    """The network as the chosen runtime runs it; torch (the network itself) when that runtime cannot run.
+
+    Args:
+        network: the network with its trained weights (put in evaluation mode).
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (see the module docstring).
+        device: where the network runs; ONNX Runtime and OpenVINO are used on the CPU only.
+        model_file: an exported model to use when its digest matches (e.g. ``<bundle>/models/model.onnx``).
+        cache_dir: a folder for exported models (default ``$PYCONV_MONAI_ONNX_CACHE``; unset: export in memory).
+        precision: ``"fp32"`` or ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
+        mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`).
+        size: the slice size to export for at once (other sizes are exported when they first come).
+        threads: CPU threads of the runtime (default ``torch.get_num_threads()``).
+
+    Returns:
+        a module taking and returning tensors like ``network``.
+
+    Raises:
+        ValueError: for an unknown runtime, precision or mode.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if mode not in FUSE_MODES:
+        raise ValueError(f"unknown fusion mode {mode!r}; choose one of {', '.join(FUSE_MODES)}.")
+    network.eval()
+    device = torch.device(device)
+    if runtime == "torch":
+        return network
+    if device.type != "cpu":
+        if runtime != "auto":
+            logger.info(f"runtime {runtime} runs on the CPU only; using torch on {device}")
+        return network
+    found = available_runtimes()
+    if runtime == "auto":
+        runtime = "openvino" if "openvino" in found else "onnxruntime" if "onnxruntime" in found else "torch"
+        if runtime == "torch":
+            logger.info("neither OpenVINO nor ONNX Runtime is installed: running the network with torch")
+            return network
+    elif runtime not in found:
+        logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
+        return network
+    try:
+        import onnx  # noqa: F401  (the exporter writes through it)
+    except ImportError:
+        logger.warning("the onnx package is not installed (pip install onnx): running the network with torch")
+        return network
+    size = tuple(int(s) for s in size)
+    try:
+        model, source = _model_source(
+            network, mode, size, None if model_file is None else os.fspath(model_file),
+            None if cache_dir is None else os.fspath(cache_dir),
+        )  # fmt: skip
+        def model_for(other: tuple[int, ...]) -> tuple[str | bytes, str]:  # other slice sizes, on first use
+            return _model_source(network, mode, other, None, None if cache_dir is None else os.fspath(cache_dir))
+
+        if runtime == "openvino":
+            wrapped: nn.Module = OpenVINONetwork(network, model, size, threads, precision, source, model_for)
+        else:
+            wrapped = OnnxRuntimeNetwork(network, model, size, threads, source, model_for)
+    except Exception as e:  # an unexportable network or a runtime that refuses the model: the reference still runs
+        logger.warning(f"{runtime} cannot run this network ({type(e).__name__}: {e}); running it with torch")
+        return network
+    detail = f", {precision}" if runtime == "openvino" else ""
+    logger.info(f"running the network with {runtime}{detail} ({source})")
+    return wrapped
+
+
+def runtime_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of :func:`select_runtime` from a config mapping (unknown keys are an error)."""
+    allowed = {"model_file", "cache_dir", "precision", "mode", "size", "threads"}
+    options = dict(options or {})
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown runtime option(s) {sorted(unknown)}; allowed: {sorted(allowed)}.")
+    return options

@@ -1,0 +1,58 @@
+"""``benchmarks/cpu_inference.py``: the study it builds from the real series, its Dice, and its table (issue 12)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import pydicom
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("cpu_inference", REPO / "benchmarks" / "cpu_inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_is_one_series_of_distinct_positions(bench, shared_data, tmp_path):
+    from pyconv_monai.data import find_cases
+
+    series = shared_data / "ct_dicom_dcmqi_3slice" / "dicom"
+    n = bench.build_study(series, 4, tmp_path)
+    assert n == 4 * len(list(series.iterdir()))
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in tmp_path.iterdir()]
+    z = sorted(float(h.ImagePositionPatient[2]) for h in headers)
+    assert len(set(z)) == n, "every copy lies at its own positions"
+    assert len({h.SOPInstanceUID for h in headers}) == n
+    (case,) = find_cases(tmp_path)
+    assert case["kind"] == "dicom_series" and len(case["files"]) == n
+
+
+def test_mean_dice(bench):
+    label = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    label[0, 0, :2] = True
+    pred = label.clone()
+    pred[0, 0, 0] = False  # 4 of 8 found: Dice 2*4/(4+8) = 2/3; slice 1 empty in both: 1
+    assert bench._mean_dice(pred, label) == pytest.approx((2 / 3 + 1) / 2)
+
+
+@pytest.mark.slow
+def test_table_on_a_real_series(bench, shared_data, tmp_path, capsys):
+    out = tmp_path / "table.md"
+    series = shared_data / "ct_dicom_dcmqi_3slice" / "dicom"
+    args = ["--series", str(series), "--networks", "pyconvunet", "--slices", "1", "--batch-size", "1", "--repeats",
+            "1", "--study-slices", "6", "--study-runtimes", "auto", "--out", str(out)]  # fmt: skip
+    assert bench.main(args) == 0
+    table = out.read_text()
+    assert table in capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| pyconvunet |")]
+    assert rows[0].split("|")[2].strip() == "torch eager (reference)" and len(rows) >= 2
+    for row in rows:
+        assert float(row.split("|")[3]) > 0 and float(row.split("|")[8].strip(" %")) >= 99.9
+    assert re.search(r"\| auto \| 6 \| [\d.]+ \| [\d.]+ \| \d+ \| ok \|", table)
