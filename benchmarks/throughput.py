@@ -577,7 +577,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--models",
         help="comma-separated registry names, each with an optional PyConv mode name[:ungrouped|dense|grouped|split|"
-        "depthwise|auto]; the first is the baseline of the ratios (default: unet, pyconvunet and every mode)",
+        "depthwise|triton|auto]; the first is the baseline of the ratios (default: unet, pyconvunet and every mode)",
     )
     p.add_argument("--exec", help="comma-separated: eager, compiled (default: both on CUDA, eager on CPU)")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated: train, infer, epoch (default: all)")

@@ -18,8 +18,9 @@ from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, p
 
 __all__ = ["OPTIMIZE_MODES", "PyConvTiming", "optimize_pyconv", "autotune_pyconv", "pyconv_modes"]
 
-# what optimize_pyconv accepts: the named plans and "auto" (the fastest plan of each PyConv, timed)
-OPTIMIZE_MODES: tuple[str, ...] = PYCONV_MODES + ("auto",)
+# what optimize_pyconv accepts: the named plans, "triton" (all levels in one Triton kernel, 2D stride-1 PyConvs;
+# others keep the reference) and "auto" (the fastest plan of each PyConv, timed)
+OPTIMIZE_MODES: tuple[str, ...] = PYCONV_MODES + ("triton", "auto")
 
 
 @dataclass
@@ -56,6 +57,10 @@ def _replace(net: nn.Module, choose: Callable[[str, PyConv], nn.Module]) -> nn.M
 
 
 def _build(ref: PyConv, mode: str) -> nn.Module:
+    if mode == "triton":
+        from pyconv_monai.networks.blocks.pyconv_triton import TritonPyConv, triton_supported
+
+        return TritonPyConv(ref) if triton_supported(ref) else ref
     return ref if mode == "reference" else FastPyConv(ref, mode)
 
 
@@ -89,8 +94,9 @@ def optimize_pyconv(
     Args:
         net: a network containing PyConv modules (e.g. ``PyConvUNet``), or a PyConv.
         mode: ``"ungrouped"``, ``"dense"``, ``"grouped"``, ``"split"``, ``"depthwise"`` (see :func:`pyconv_plan`),
-            ``"reference"``, or ``"auto"``: time each candidate on each PyConv's input (see
-            :func:`autotune_pyconv`) and keep the fastest.
+            ``"reference"``, ``"triton"`` (:class:`~pyconv_monai.networks.blocks.pyconv_triton.TritonPyConv` for
+            every 2D stride-1 PyConv, the reference elsewhere; needs Triton and CUDA), or ``"auto"``: time each
+            candidate on each PyConv's input (see :func:`autotune_pyconv`) and keep the fastest.
         example_input: a batch as the network will see it (device, dtype, memory format, batch size); needed for
             ``"auto"``. Call under the ``torch.autocast`` context that training or inference will use.
         training: for ``"auto"``: time forward and backward (True) or the forward alone (False).
@@ -211,9 +217,9 @@ def autotune_pyconv(
     Returns:
         one :class:`PyConvTiming` per signature, in the order the forward pass visits them.
     """
-    unknown = [c for c in candidates if c not in PYCONV_MODES]
+    unknown = [c for c in candidates if c not in PYCONV_MODES + ("triton",)]
     if unknown or not candidates:
-        raise ValueError(f"autotune candidates must be among {PYCONV_MODES}, got {tuple(candidates)}.")
+        raise ValueError(f"autotune candidates must be among {PYCONV_MODES + ('triton',)}, got {tuple(candidates)}.")
     refs = {name: _reference(m) for name, m in net.named_modules() if isinstance(m, (PyConv, FastPyConv))}
     seen = _capture_inputs(net, example_input)
     groups: dict[tuple, PyConvTiming] = {}
@@ -245,7 +251,7 @@ def autotune_pyconv(
         x.requires_grad_(training and needs_grad)
         plans = {}  # a mode whose plan is another's for this PyConv (e.g. every mode when all groups are 1) is skipped
         for mode in candidates:
-            plans.setdefault(pyconv_plan(ref.kernel_sizes, ref.groups, mode), mode)
+            plans.setdefault(mode if mode == "triton" else pyconv_plan(ref.kernel_sizes, ref.groups, mode), mode)
         for mode in plans.values():
             timing.seconds[mode] = _time_call(_build(ref, mode), x, training, warmup, repeats)
         timing.choice = min(timing.seconds, key=timing.seconds.get)

@@ -415,29 +415,31 @@ def test_cuda_float32_block_equals_reference(mode, cudnn_flags):
 @needs_cuda
 @pytest.mark.parametrize("mode", ["grouped", "depthwise"])  # inductor compiles take tens of seconds each
 def test_cuda_compiled_pyconvunet_train_step_matches_reference(mode, cudnn_flags):
-    cudnn_flags.benchmark = True
+    # float32 without TF32: under bf16 autocast the reference network's own gradients land up to 0.4 from its
+    # float32 ones here (train-mode batch norm; measured on the CPU), so bf16 is checked per block (above)
+    cudnn_flags.benchmark, cudnn_flags.allow_tf32 = True, False
     # three stages (all pyramid shapes of the default network but the bottleneck's) keep the compile short
     ref = PyConvUNet(out_channels=2, features=(16, 32, 64), levels=(3, 4, 4)).cuda()
     ref = ref.to(memory_format=torch.channels_last)
     fast = torch.compile(optimize_pyconv(copy.deepcopy(ref), mode))
     x = torch.rand(4, 1, 96, 80, device="cuda").contiguous(memory_format=torch.channels_last)
     y_ref, g_out, grads_ref = forward_backward(ref, x)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        y, _, grads = forward_backward(fast, x, g_out)
-    assert rel_err(y, y_ref) < 3e-2
+    y, _, grads = forward_backward(fast, x, g_out)
+    assert rel_err(y, y_ref) < 1e-4
     for name in grads_ref:
-        assert rel_err(grads[name], grads_ref[name]) < 5e-2, name
+        assert rel_err(grads[name], grads_ref[name]) < 1e-4, name
 
 
 @needs_cuda
 def test_cuda_auto_mode_under_autocast_equals_reference(cudnn_flags):
-    cudnn_flags.benchmark = True
+    # tuned under autocast (what the choice depends on), compared in float32 without TF32 (every plan is exact)
+    cudnn_flags.benchmark, cudnn_flags.allow_tf32 = True, False
     ref = PyConvUNet().cuda().to(memory_format=torch.channels_last)
     x = torch.rand(4, 1, 128, 128, device="cuda").contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         fast = optimize_pyconv(copy.deepcopy(ref), "auto", example_input=x)
-        y, g_out, grads = forward_backward(fast, x)
+    y, g_out, grads = forward_backward(fast, x)
     y_ref, _, grads_ref = forward_backward(ref, x, g_out)
-    assert rel_err(y, y_ref) < 3e-2
+    assert rel_err(y, y_ref) < 1e-4
     for name in grads_ref:
-        assert rel_err(grads[name], grads_ref[name]) < 5e-2, name
+        assert rel_err(grads[name], grads_ref[name]) < 1e-4, name
