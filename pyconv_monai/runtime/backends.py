@@ -24,6 +24,7 @@ sizes); a tensor that needs gradients, a GPU tensor, or a size that does not exp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -309,7 +310,7 @@ class OpenVINONetwork(_RuntimeNetwork):
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}.")
         super().__init__(network, size, source, model_for)
         self.precision = precision
-        self.core = ov.Core()
+        self.core = _openvino_core()
         self.config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
@@ -321,6 +322,15 @@ class OpenVINONetwork(_RuntimeNetwork):
         ov_model = self.core.read_model(model) if isinstance(model, str) else self.core.read_model(model=model, weights=b"")
         request = self.core.compile_model(ov_model, "CPU", self.config).create_infer_request()
         return lambda x: request.infer({0: x})[0].copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _openvino_core() -> Any:
+    """The process's one OpenVINO ``Core``, shared by every network (OpenVINO's advice: one ``Core`` per process, so
+    that no ``Core`` is freed by the garbage collector while models compiled by it still run threads)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _model_source(
