@@ -304,7 +304,7 @@ class OpenVINONetwork(_RuntimeNetwork):
         source: str = "",
         model_for: Callable[[tuple[int, ...]], tuple[str | bytes, str]] | None = None,
     ) -> None:
-        import openvino as ov
+        import openvino  # noqa: F401  (fails here, before any work, where OpenVINO is not installed)
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}.")
@@ -319,7 +319,10 @@ class OpenVINONetwork(_RuntimeNetwork):
         self._runs[self.size] = self._compile(model)
 
     def _compile(self, model: str | bytes) -> Callable[[np.ndarray], np.ndarray]:
-        ov_model = self.core.read_model(model) if isinstance(model, str) else self.core.read_model(model=model, weights=b"")
+        if isinstance(model, str):
+            ov_model = self.core.read_model(model)
+        else:
+            ov_model = self.core.read_model(model=model, weights=b"")
         request = self.core.compile_model(ov_model, "CPU", self.config).create_infer_request()
         return lambda x: request.infer({0: x})[0].copy()
 
@@ -417,6 +420,7 @@ def select_runtime(
             network, mode, size, None if model_file is None else os.fspath(model_file),
             None if cache_dir is None else os.fspath(cache_dir),
         )  # fmt: skip
+
         def model_for(other: tuple[int, ...]) -> tuple[str | bytes, str]:  # other slice sizes, on first use
             return _model_source(network, mode, other, None, None if cache_dir is None else os.fspath(cache_dir))
 

@@ -194,8 +194,6 @@ def test_bundle_layout_and_metadata_pass_the_model_zoo_checks(bundle, tmp_path):
     for name in ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
                  "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "LICENSE"]:  # fmt: skip
         assert (root / name).is_file(), f"{bundle}: {name} missing"
-    import json
-
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert meta["version"] in meta["changelog"]
     assert meta["schema"].startswith("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/")

@@ -80,7 +80,6 @@ def test_shipped_weights_are_the_documented_file_and_claim_metrics(bundle):
         assert f"| {value:.4f} |" in perf, (bundle, value)
 
 
-
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_shipped_weights_load_without_a_gpu_and_equal_the_gpu_run(bundle):
     """model.pt opens with plain ``torch.load`` (no ``map_location``, as MONAI's ckpt_export does) on any machine,
@@ -99,6 +98,7 @@ def test_shipped_weights_load_without_a_gpu_and_equal_the_gpu_run(bundle):
     assert list(shipped) == list(gpu_run), f"{ckpt}: other parameter names than {original}"
     for key, value in gpu_run.items():
         assert torch.equal(shipped[key], value), f"{ckpt}: {key} differs from {original}"
+
 
 @pytest.mark.slow  # 15 s on 2 idle CPU cores, 40 s on shared ones
 def test_em_weights_reproduce_eval_metrics_on_the_whole_validation_split(tmp_path):
