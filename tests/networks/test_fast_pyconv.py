@@ -27,6 +27,7 @@ from pyconv_monai.networks import (
 )
 from pyconv_monai.networks.blocks import PYCONV_MODES, PyConvPart, plan_macs, pyconv_plan
 from pyconv_monai.networks.blocks.pyconv_fast import expand_groups, pad_kernel
+from tests.networks.grad_check import forward_backward, rel_err
 
 FAST_MODES = [m for m in PYCONV_MODES if m != "reference"]
 CUDA = torch.cuda.is_available()
@@ -48,23 +49,6 @@ BLOCKS = [
         (7, 5, 6),
     ),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖ / ‖b‖ in float64 (NaN never passes a comparison with a tolerance)."""
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def forward_backward(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None = None):
-    """Output and gradients w.r.t. the input and each named parameter, from a fresh graph."""
-    x = x.detach().clone().requires_grad_(True)
-    y = module(x)
-    if grad_out is None:
-        grad_out = torch.randn_like(y)
-    params = {n.removeprefix("_orig_mod."): p for n, p in module.named_parameters()}  # torch.compile's wrapper
-    grads = torch.autograd.grad(y, [x, *params.values()], grad_out)
-    return y.detach(), grad_out, {"input": grads[0], **dict(zip(params, grads[1:]))}
 
 
 def assert_same_function(ref: nn.Module, fast: nn.Module, x: torch.Tensor, tol: float) -> None:

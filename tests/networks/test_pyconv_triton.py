@@ -14,10 +14,10 @@ import copy
 
 import pytest
 import torch
-import torch.nn as nn
 
 from pyconv_monai.networks import FastPyConv, PyConv, PyConvUNet, optimize_pyconv, pyconv_modes
 from pyconv_monai.networks.blocks import pyconv_triton as pt
+from tests.networks.grad_check import forward_backward, rel_err
 
 CUDA = torch.cuda.is_available()
 HAS_TRITON = pt.triton_available()
@@ -32,23 +32,6 @@ BLOCKS = [
     ({"in_channels": 64, "out_channels": 64, "kernel_sizes": (3, 5), "groups": (1, 4)}, (3, 4)),
     ({"in_channels": 24, "out_channels": 48, "kernel_sizes": (3, 5, 7), "groups": (3, 6, 12), "bias": True}, (4, 5)),
 ]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖ / ‖b‖ in float64 (NaN never passes)."""
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def forward_backward(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None = None):
-    """Output, output gradient, and gradients w.r.t. the input and each named parameter."""
-    x = x.detach().clone().requires_grad_(True)
-    y = module(x)
-    if grad_out is None:
-        grad_out = torch.randn_like(y, dtype=torch.float32)
-    params = {n.removeprefix("_orig_mod."): p for n, p in module.named_parameters()}
-    grads = torch.autograd.grad(y, [x, *params.values()], grad_out.to(y.dtype))
-    return y.detach(), grad_out, {"input": grads[0], **dict(zip(params, grads[1:]))}
 
 
 @pytest.fixture
