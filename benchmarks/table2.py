@@ -605,7 +605,7 @@ def environment() -> dict[str, str]:
 
 
 def _last_epoch(ckpt_dir: Path) -> int:
-    from pyconv_monai.workflows import latest_checkpoint
+    from pyconv_monai.handlers import latest_checkpoint
 
     path = latest_checkpoint(str(ckpt_dir), required=False)
     return 0 if path is None else int(Path(path).name[len("checkpoint_epoch=") : -len(".pt")])

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import pydicom
 
+from pyconv_monai.utils import TEMP_PREFIX, UniqueNames, safe_name
+
 from .dicom import DicomSeries, find_dicom_series, is_dicom_file
 from .formats import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, SUPPORTED_FORMATS, file_stem
 from .tiff import TIFF_SUFFIXES
@@ -52,8 +54,6 @@ def _inside(path: str, folders: Sequence[str]) -> bool:
 
 def _dicom_name(series: DicomSeries) -> str:
     """``<PatientID>_S<SeriesNumber>_<SeriesDescription>`` from the first file's header (empty parts left out)."""
-    from pyconv_monai.writers import safe_name
-
     try:
         patient = str(pydicom.dcmread(series.files[0], stop_before_pixels=True).get("PatientID", "") or "")
     except Exception:  # the header was readable during discovery; a name is not worth failing for
@@ -126,7 +126,7 @@ def find_cases(
     - Skipped: hidden files and folders, folders in ``skip_dirs`` (e.g. the output folder inside the input), file
       names matching ``exclude`` (label files such as ``*_seg.*`` and ``*_mask.*``, with a log line), other files.
 
-    Case names come from identifiers, made safe with :func:`pyconv_monai.writers.safe_name` (no path separators,
+    Case names come from identifiers, made safe with :func:`pyconv_monai.utils.safe_name` (no path separators,
     no ``..``) and unique (case-insensitively; ``name_2``, ``name_3``, ... in discovery order): DICOM
     ``<PatientID>_S<SeriesNumber>_<SeriesDescription>`` (the folder's name when all are empty), files their stem
     (prefixed with their folders below ``dataset_dir`` where several files share it: ``train_001``, ``val_001``).
@@ -148,8 +148,6 @@ def find_cases(
         FileNotFoundError: ``dataset_dir`` does not exist.
         ValueError: a single file that is not a supported image.
     """
-    from pyconv_monai.writers import TEMP_PREFIX, UniqueNames, safe_name
-
     root = os.path.abspath(os.fspath(dataset_dir))
     if not os.path.exists(root):
         raise FileNotFoundError(f"input not found: {root}")

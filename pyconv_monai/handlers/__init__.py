@@ -3,7 +3,7 @@
 
 from .checkpoint_saver import AtomicCheckpointSaver, AtomicDiskSaver
 from .early_stop import ValidationEarlyStopHandler
-from .latest_checkpoint import LatestCheckpointHandler
+from .latest_checkpoint import LatestCheckpointHandler, latest_checkpoint
 from .metrics_history import MetricsHistorySaver
 from .tensorboard import LazySummaryWriter
 
@@ -14,4 +14,5 @@ __all__ = [
     "LazySummaryWriter",
     "MetricsHistorySaver",
     "ValidationEarlyStopHandler",
+    "latest_checkpoint",
 ]

@@ -18,6 +18,8 @@ import ignite.distributed as idist
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
+from pyconv_monai.utils import preserve_existing
+
 __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver"]
 
 
@@ -57,8 +59,6 @@ class AtomicDiskSaver(DiskSaver):
         self.keep_existing = False
 
     def _keep_earlier_files(self, written: str) -> None:
-        from pyconv_monai.workflows.bundle import preserve_existing
-
         if self.keep_existing is True:
             preserve_existing(str(self.dirname / written))
         elif isinstance(self.keep_existing, str) and self.dirname.is_dir():

@@ -6,16 +6,46 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
 from pyconv_monai.handlers.checkpoint_saver import AtomicCheckpointSaver
+from pyconv_monai.utils import as_bool
 
-__all__ = ["LatestCheckpointHandler"]
+__all__ = ["LatestCheckpointHandler", "latest_checkpoint"]
 
 EPOCH_CHECKPOINT = r"checkpoint_epoch=\d+\.pt"  # the names this handler writes (a regular expression)
+_EPOCH = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
+
+
+def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str | None:
+    """Path of the most recent epoch checkpoint (``checkpoint_epoch=N.pt``) in ``ckpt_dir``.
+
+    Args:
+        ckpt_dir: folder the training run writes its checkpoints to.
+        required: raise when there is none (else return ``None``).
+
+    Raises:
+        FileNotFoundError: when ``required`` and no epoch checkpoint exists, with what the folder holds.
+    """
+    found = []
+    if os.path.isdir(ckpt_dir):
+        for name in os.listdir(ckpt_dir):
+            m = _EPOCH.match(name)
+            if m:
+                found.append((int(m.group(1)), name))
+    if not found:
+        if required:
+            content = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "the folder does not exist"
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint_epoch=N.pt in {ckpt_dir} ({content}); start without --resume."
+            )
+        return None
+    return os.path.join(ckpt_dir, max(found)[1])
+
 
 
 class LatestCheckpointHandler:
@@ -40,8 +70,6 @@ class LatestCheckpointHandler:
     """
 
     def __init__(self, ckpt_dir: str, save_dict: dict[str, Any], resume: Any = False, map_location: Any = None):
-        from pyconv_monai.workflows.bundle import as_bool
-
         if "trainer" in save_dict:
             raise ValueError("save_dict must not contain 'trainer': the trainer is added when the handler is attached.")
         self.ckpt_dir = ckpt_dir
@@ -51,8 +79,6 @@ class LatestCheckpointHandler:
 
     def attach(self, trainer: Engine) -> None:
         """Attach the loader (when resuming) and the saver to ``trainer``."""
-        from pyconv_monai.workflows.bundle import latest_checkpoint
-
         objects = {**self.save_dict, "trainer": trainer}
         saver = AtomicCheckpointSaver(
             save_dir=self.ckpt_dir, save_dict=objects, save_interval=1, n_saved=1, epoch_level=True

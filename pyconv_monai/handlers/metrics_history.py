@@ -16,6 +16,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import is_scalar
 
+from pyconv_monai.utils import preserve_existing
+
 __all__ = ["MetricsHistorySaver"]
 
 
@@ -92,8 +94,6 @@ class MetricsHistorySaver:
             return list(csv.DictReader(f))
 
     def _write(self, trainer: Engine) -> None:
-        from pyconv_monai.workflows.bundle import preserve_existing
-
         row = self.row(trainer)
         epoch = row["epoch"]
         if self._first_write and epoch == 1:  # a fresh run: keep an earlier run's file

@@ -4,7 +4,9 @@
 """What the bundles under ``bundles/`` share: transform recipes, paths and flags, distributed set-up, and the
 inference runner."""
 
-from .bundle import as_bool, bundle_root, latest_checkpoint, preserve_existing, require_dataset
+from pyconv_monai.utils import as_bool
+
+from .bundle import bundle_root, require_dataset
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
 from .inference import InferenceError, SegmentationPredictor, load_weights, orientation
 from .recipes import augmentation, case_names, load_transforms
@@ -20,12 +22,10 @@ __all__ = [
     "distributed_device",
     "init_distributed",
     "is_main_process",
-    "latest_checkpoint",
     "load_transforms",
     "load_weights",
     "main_process_only",
     "orientation",
-    "preserve_existing",
     "rank",
     "require_dataset",
 ]

@@ -1,7 +1,7 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Small helpers that bundle configs call: where the bundle is, flags from the command line, checkpoint files."""
+"""Small helpers that bundle configs call: where the bundle is, and a clear stop when its data set is missing."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import ast
 import inspect
 import logging
 import os
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_root", "as_bool", "latest_checkpoint", "preserve_existing", "require_dataset"]
+__all__ = ["bundle_root", "require_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,77 +61,6 @@ def bundle_root(default: str = ".") -> str:
         return os.path.abspath(default)
     root = root.resolve()
     return str(root.parent if root.name == "configs" else root)
-
-
-def as_bool(value: Any) -> bool:
-    """Read a command-line flag: ``True``, ``"true"``, ``"1"``, ``"yes"`` are true; ``False``, ``"false"``, ``"0"``,
-    ``"no"``, ``""`` are false.
-
-    ``python -m monai.bundle run ... --resume false`` passes the string ``"false"``, which Python would call true.
-
-    Raises:
-        ValueError: for any other string.
-    """
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("true", "1", "yes", "y", "on"):
-            return True
-        if v in ("false", "0", "no", "n", "off", "", "none"):
-            return False
-        raise ValueError(f"expected a boolean flag (true/false), got {value!r}.")
-    return bool(value)
-
-
-_EPOCH = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
-
-
-def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str | None:
-    """Path of the most recent epoch checkpoint (``checkpoint_epoch=N.pt``) in ``ckpt_dir``.
-
-    Args:
-        ckpt_dir: folder the training run writes its checkpoints to.
-        required: raise when there is none (else return ``None``).
-
-    Raises:
-        FileNotFoundError: when ``required`` and no epoch checkpoint exists, with what the folder holds.
-    """
-    found = []
-    if os.path.isdir(ckpt_dir):
-        for name in os.listdir(ckpt_dir):
-            m = _EPOCH.match(name)
-            if m:
-                found.append((int(m.group(1)), name))
-    if not found:
-        if required:
-            content = sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else "the folder does not exist"
-            raise FileNotFoundError(
-                f"cannot resume: no checkpoint_epoch=N.pt in {ckpt_dir} ({content}); start without --resume."
-            )
-        return None
-    return os.path.join(ckpt_dir, max(found)[1])
-
-
-def preserve_existing(path: str) -> str | None:
-    """Keep a file that a new run would replace: rename ``model.pt`` to ``model.<timestamp>.pt``.
-
-    The checkpoint savers (:class:`pyconv_monai.handlers.AtomicDiskSaver` with ``keep_existing``) call it just
-    before a fresh (not resumed) training run writes its first checkpoint, so that earlier weights (for example
-    the shipped model or one the user trained before) are never silently overwritten, and merely building a
-    workflow moves nothing.
-
-    Returns:
-        the new path of the preserved file, or ``None`` when there was nothing to preserve.
-    """
-    if not os.path.isfile(path):
-        return None
-    stem, ext = os.path.splitext(path)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
-    target, n = f"{stem}.{stamp}{ext}", 1
-    while os.path.exists(target):
-        target, n = f"{stem}.{stamp}-{n}{ext}", n + 1
-    os.replace(path, target)
-    logger.warning(f"kept the existing {path} as {target}; this run writes a new {os.path.basename(path)}")
-    return target
 
 
 def require_dataset(dataset_dir: str | os.PathLike, source: str = "") -> str:

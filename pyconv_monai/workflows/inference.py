@@ -48,11 +48,9 @@ from pyconv_monai.data.meta import tracking_meta
 from pyconv_monai.runtime import RUNTIMES, select_runtime
 from pyconv_monai.runtime import runtime_options as runtime_options_of
 from pyconv_monai.transforms.spacing import in_plane_spacing
-from pyconv_monai.workflows.bundle import as_bool
+from pyconv_monai.utils import as_bool, output_path, remove_stale_temps
 from pyconv_monai.writers import (
     mask_suffix,
-    output_path,
-    remove_stale_temps,
     write_csv,
     write_dicom_seg,
     write_nifti_mask,

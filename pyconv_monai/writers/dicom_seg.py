@@ -22,7 +22,7 @@ import pydicom
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from .paths import atomic_write
+from pyconv_monai.utils import atomic_write
 
 __all__ = ["DEFAULT_SEGMENT", "reference_headers", "segment_description", "write_dicom_seg"]
 

@@ -3,7 +3,7 @@
 
 """Binary masks as files that viewers open on top of their image: NIfTI (with the image's affine), TIFF, PNG.
 
-Every writer goes through :func:`pyconv_monai.writers.atomic_write`: a killed run leaves no partial file under the
+Every writer goes through :func:`pyconv_monai.utils.atomic_write`: a killed run leaves no partial file under the
 final name, and an existing file is replaced only with ``overwrite=True``.
 """
 
@@ -14,7 +14,7 @@ import os
 import nibabel as nib
 import numpy as np
 
-from .paths import atomic_write
+from pyconv_monai.utils import atomic_write
 
 __all__ = ["MASK_SUFFIXES", "mask_suffix", "write_nifti_mask", "write_png_mask", "write_tiff_mask"]
 

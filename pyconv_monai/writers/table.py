@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .paths import atomic_write
+from pyconv_monai.utils import atomic_write
 
 __all__ = ["VOLUME_COLUMNS", "write_csv"]
 

@@ -2,7 +2,9 @@ import os
 
 import pytest
 
-from pyconv_monai.workflows import as_bool, latest_checkpoint, preserve_existing, require_dataset
+from pyconv_monai.handlers import latest_checkpoint
+from pyconv_monai.utils import as_bool, preserve_existing
+from pyconv_monai.workflows import require_dataset
 from pyconv_monai.workflows.bundle import _config_root_from_argv
 
 

@@ -7,16 +7,18 @@ Output names come from DICOM tags and file names, which anyone can set: ``Patien
 tool write outside its output folder. :func:`safe_name` turns any text into one portable file-name component,
 :class:`UniqueNames` keeps names of one run distinct, :func:`output_path` refuses any path that would leave the
 folder, and :func:`atomic_write` writes through a temporary file in the same folder, so that a killed run leaves
-no partial output under the final name, and an existing file is only replaced when asked.
+no partial output under the final name, and an existing file is only replaced when asked;
+:func:`preserve_existing` keeps a file that a new run would replace.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import logging
 import os
 import re
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -26,10 +28,12 @@ __all__ = [
     "UniqueNames",
     "atomic_write",
     "output_path",
+    "preserve_existing",
     "remove_stale_temps",
     "safe_name",
-    "short_hash",
 ]
+
+logger = logging.getLogger(__name__)
 
 # temporary files of atomic_write start with this; nothing else in an output folder does
 TEMP_PREFIX = ".pyconv-tmp-"
@@ -69,11 +73,6 @@ def safe_name(text: object, max_length: int = 64, default: str = "case") -> str:
     if value.split(".")[0].upper() in _RESERVED:
         value = ("_" + value)[:max_length]
     return value
-
-
-def short_hash(text: str, length: int = 8) -> str:
-    """A short, stable hexadecimal digest of ``text`` (SHA-1), to tell apart names that sanitise alike."""
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
 class UniqueNames:
@@ -187,3 +186,27 @@ def remove_stale_temps(output_dir: str | os.PathLike) -> list[str]:
                 os.remove(path)
                 removed.append(path)
     return removed
+
+
+def preserve_existing(path: str) -> str | None:
+    """Keep a file that a new run would replace: rename ``model.pt`` to ``model.<timestamp>.pt``.
+
+    The checkpoint savers (:class:`pyconv_monai.handlers.AtomicDiskSaver` with ``keep_existing``) and
+    :class:`pyconv_monai.handlers.MetricsHistorySaver` call it just before a fresh (not resumed) training run writes
+    its first file, so that earlier weights (for example
+    the shipped model or one the user trained before) are never silently overwritten, and merely building a
+    workflow moves nothing.
+
+    Returns:
+        the new path of the preserved file, or ``None`` when there was nothing to preserve.
+    """
+    if not os.path.isfile(path):
+        return None
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    target, n = f"{stem}.{stamp}{ext}", 1
+    while os.path.exists(target):
+        target, n = f"{stem}.{stamp}-{n}{ext}", n + 1
+    os.replace(path, target)
+    logger.warning(f"kept the existing {path} as {target}; this run writes a new {os.path.basename(path)}")
+    return target

@@ -1,0 +1,18 @@
+# Copyright (c) pyconv-monai contributors
+# Licensed under the Apache License, Version 2.0
+
+"""The bottom room: safe output names, atomic no-clobber writes, command-line flags. Imports nothing of the package."""
+
+from .files import TEMP_PREFIX, UniqueNames, atomic_write, output_path, preserve_existing, remove_stale_temps, safe_name
+from .flags import as_bool
+
+__all__ = [
+    "TEMP_PREFIX",
+    "UniqueNames",
+    "as_bool",
+    "atomic_write",
+    "output_path",
+    "preserve_existing",
+    "remove_stale_temps",
+    "safe_name",
+]
