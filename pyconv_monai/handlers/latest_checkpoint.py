@@ -47,7 +47,6 @@ def latest_checkpoint(ckpt_dir: str, required: bool = True) -> str | None:
     return os.path.join(ckpt_dir, max(found)[1])
 
 
-
 class LatestCheckpointHandler:
     """Write ``checkpoint_epoch=N.pt`` (atomically, only the latest kept) and optionally resume from it.
 

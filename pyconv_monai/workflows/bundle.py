@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 __all__ = ["bundle_root", "require_dataset"]
 

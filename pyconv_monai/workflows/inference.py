@@ -45,8 +45,9 @@ from monai.utils import optional_import
 from pyconv_monai.data import DEFAULT_EXCLUDE, SUPPORTED_FORMATS, DicomSeriesReader, find_cases
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 from pyconv_monai.data.meta import tracking_meta
-from pyconv_monai.runtime import RUNTIMES, select_runtime
+from pyconv_monai.runtime import RUNTIMES
 from pyconv_monai.runtime import runtime_options as runtime_options_of
+from pyconv_monai.runtime import select_runtime
 from pyconv_monai.transforms.spacing import in_plane_spacing
 from pyconv_monai.utils import as_bool, output_path, remove_stale_temps
 from pyconv_monai.writers import (

@@ -1,8 +1,10 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Outputs of inference: binary masks (NIfTI, TIFF, PNG), DICOM SEG, the volume CSV (written atomically, never over a user's file:
-:mod:`pyconv_monai.utils.files`)."""
+"""Outputs of inference: binary masks (NIfTI, TIFF, PNG), DICOM SEG, the volume CSV.
+
+Each is written atomically and never over a user's file (:mod:`pyconv_monai.utils.files`).
+"""
 
 from .dicom_seg import DEFAULT_SEGMENT, reference_headers, segment_description, write_dicom_seg
 from .masks import MASK_SUFFIXES, mask_suffix, write_nifti_mask, write_png_mask, write_tiff_mask
