@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # the checkout's pyconv_monai also where it is not installed (the GPU device)
-    sys.path.insert(1, str(REPO))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, command_line, markdown_table, write_text
 
 __all__ = ["time_bundle_epochs", "format_table", "main"]
 
@@ -117,28 +118,22 @@ def time_bundle_epochs(spec: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(rows: list[dict[str, Any]], header: str) -> str:
     """Markdown: one row per model, ratios to the first."""
-    lines = [
-        header,
-        "",
-        "| model | PyConv modes | train/val slices | batch | setup s | epoch 1 s | later epochs s (median) "
-        "| × first model | 50 epochs s (extrapolated) | best val Dice |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    columns = ("model", "PyConv modes", "train/val slices", "batch", "setup s", "epoch 1 s", "later epochs s (median)",
+               "× first model", "50 epochs s (extrapolated)", "best val Dice")  # fmt: skip
     base = rows[0].get("median_later_s") if rows else None
+    cells = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['error'][:120]} | | | | | | | | |")
+            cells.append((r["model"], r["error"][:120], *[""] * 8))
             continue
         ratio = f"{r['median_later_s'] / base:.2f}" if base and r.get("median_later_s") else "–"
         later = ", ".join(f"{s:.2f}" for s in r["epoch_s"][1:])
         best = "–" if r.get("best_val_dice") is None else f"{r['best_val_dice']:.4f}"
-        lines.append(
-            f"| {r['model']} | {', '.join(f'{k}×{v}' for k, v in r['pyconv_modes'].items()) or '–'} "
-            f"| {r['train_slices']}/{r['val_slices']} | {r['batch_size']} | {r['setup_s']:.1f} "
-            f"| {r['first_s']:.2f} | {later} ({r['median_later_s']:.2f}) | {ratio} | {r['extrapolated_50_s']:.0f} "
-            f"| {best} |"
-        )
-    return "\n".join(lines) + "\n"
+        modes = ", ".join(f"{k}×{v}" for k, v in r["pyconv_modes"].items()) or "–"
+        cells.append((r["model"], modes, f"{r['train_slices']}/{r['val_slices']}", r["batch_size"],
+                      f"{r['setup_s']:.1f}", f"{r['first_s']:.2f}", f"{later} ({r['median_later_s']:.2f})", ratio,
+                      f"{r['extrapolated_50_s']:.0f}", best))  # fmt: skip
+    return "\n".join([header, "", *markdown_table(columns, "llrrrrrrrr", cells)]) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     header = (
         f"**{args.bundle}, {dev}** (torch {torch.__version__}, MONAI {monai.__version__}; "
-        f"`python benchmarks/bundle_epochs.py {' '.join(argv if argv is not None else sys.argv[1:])}`); each epoch "
+        f"`{command_line(['benchmarks/bundle_epochs.py', *(sys.argv[1:] if argv is None else argv)])}`); each epoch "
         "= training + validation + checkpoints of the bundle's train.json; 50 epochs = epoch 1 + 49 × median later"
     )
     rows: list[dict[str, Any]] = []
@@ -179,9 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = format_table(rows, header)
         for path, content in ((args.out, text), (args.json, json.dumps({"header": header, "rows": rows}, indent=1))):
             if path:  # after every model: a run stopped from outside keeps the rows it has
-                tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
-                tmp.write_text(content)
-                tmp.replace(path)
+                write_text(path, content)
     print(text)
     return 0 if all("error" not in r for r in rows) else 1
 

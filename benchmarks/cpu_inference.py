@@ -32,9 +32,7 @@ import argparse
 import csv
 import json
 import logging
-import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -43,23 +41,30 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+import pydicom
 import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose, Orientation
+from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parents[1]
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, command_line, dice, markdown_table, shared_data, write_text
+from benchmarks.machine import cpu_cores, cpu_model, load_average
+from pyconv_monai.cli import segment
+from pyconv_monai.data import DicomSeriesReader
+from pyconv_monai.networks import get_network
+from pyconv_monai.runtime import available_runtimes, fuse_for_inference, select_runtime
+from pyconv_monai.transforms import CTWindow
+
 BUNDLES = ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation")
 LAYOUT_FOLDER = {"lung_ct_2d": "lung_ct_2d", "liver_ct_2d": "liver_ct_2d", "isbi2012_em": "isbi2012_em"}
 
 
-def _shared_data() -> Path:
-    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def machine(threads: int) -> str:
-    from pyconv_monai.machine import cpu_cores, cpu_model
-
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     versions = [f"Python {platform.python_version()}", f"torch {torch.__version__}"]
     for name in ("onnxruntime", "openvino"):
         try:
@@ -68,20 +73,16 @@ def machine(threads: int) -> str:
             versions.append(f"{name} not installed")
     return (
         f"CPU: {cpu_model()}, {cpu_cores()} core(s) usable, {threads} thread(s) per runtime; load average before the "
-        f"run (1/5/15 min): {load}; {', '.join(versions)}"
+        f"run (1/5/15 min): {load_average()}; {', '.join(versions)}"
     )
 
 
 def ct_slices(series: Path, count: int) -> torch.Tensor:
     """``count`` real CT slices ``(count, 1, H, W)`` with the liver bundle's preprocessing (orientation, window)."""
-    from pyconv_monai.data import DicomSeriesReader
-    from pyconv_monai.transforms import CTWindow
-    from pyconv_monai.workflows import orientation
-
     reader = DicomSeriesReader()
     array, meta = reader.get_data(reader.read(str(series)))
-    forward, _ = orientation(np.asarray(meta["affine"], float), "ALS")
-    array = nib.orientations.apply_orientation(array, forward)
+    volume = MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(meta["affine"]))
+    array = Orientation(axcodes="ALS", labels=None)(volume).as_tensor()[0].numpy()  # as the bundle's orientation
     image = CTWindow(None, window=500, level=150)(torch.as_tensor(np.ascontiguousarray(array))[None]).float()
     idx = np.linspace(0, image.shape[-1] - 1, count).round().astype(int)
     return image[0][..., idx].permute(2, 0, 1)[:, None].contiguous()
@@ -93,9 +94,6 @@ def _run_batches(net: Callable, x: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
-    from pyconv_monai.networks import get_network
-    from pyconv_monai.runtime import available_runtimes, fuse_for_inference, select_runtime
-
     rows = []
     found = available_runtimes()
     for name in args.networks:
@@ -144,9 +142,6 @@ def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
 
 def build_study(series: Path, copies: int, dst: Path) -> int:
     """Write ``copies`` shifted copies of a DICOM series into ``dst`` as one series; returns the slice count."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
     files = sorted(p for p in series.iterdir() if p.is_file())
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
     order = np.argsort([float(h.ImagePositionPatient[2]) for h in headers])
@@ -176,8 +171,6 @@ def _predictor_id(config: dict) -> str:
 
 
 def study_rows(args: argparse.Namespace) -> list[dict]:
-    from pyconv_monai.cli import segment
-
     rows = []
     config = json.loads((REPO / "bundles" / args.bundle / "configs" / "inference.json").read_text())
     pid = _predictor_id(config)
@@ -202,19 +195,13 @@ def study_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def dice_rows(args: argparse.Namespace) -> list[dict]:
-    from monai.bundle import ConfigParser
-    from monai.transforms import Compose
-
-    from pyconv_monai.networks import get_network
-    from pyconv_monai.runtime import select_runtime
-
     rows = []
     for bundle in BUNDLES:
         root = REPO / "bundles" / bundle
         parser = ConfigParser()
         parser.read_config(root / "configs" / "train.json")
         layout = parser["layout"]
-        parser["dataset_dir"] = str(_shared_data() / LAYOUT_FOLDER[layout])
+        parser["dataset_dir"] = str(shared_data() / LAYOUT_FOLDER[layout])
         parser["bundle_root"] = str(root)
         items = parser.get_parsed_content("val_datalist")
         transform = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
@@ -228,25 +215,27 @@ def dice_rows(args: argparse.Namespace) -> list[dict]:
             runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
                                     size=tuple(x.shape[2:]))  # fmt: skip
             masks[label] = _run_batches(runner, x, args.batch_size) > 0
-        dice = {k: _mean_dice(m, y) for k, m in masks.items()}
+        score = {k: _mean_dice(m, y) for k, m in masks.items()}
         differ = (masks["fp32"] != masks["bf16"]).float().mean().item()
-        rows.append({"bundle": bundle, "slices": len(x), "dice_fp32": dice["fp32"], "dice_bf16": dice["bf16"],
-                     "drop": dice["fp32"] - dice["bf16"], "differ": differ})  # fmt: skip
-        print(f"  {bundle}: Dice fp32 {dice['fp32']:.4f}, bf16 {dice['bf16']:.4f}", file=sys.stderr, flush=True)
+        rows.append({"bundle": bundle, "slices": len(x), "dice_fp32": score["fp32"], "dice_bf16": score["bf16"],
+                     "drop": score["fp32"] - score["bf16"], "differ": differ})  # fmt: skip
+        print(f"  {bundle}: Dice fp32 {score['fp32']:.4f}, bf16 {score['bf16']:.4f}", file=sys.stderr, flush=True)
     return rows
 
 
 def _mean_dice(pred: torch.Tensor, label: torch.Tensor) -> float:
     """Mean over slices of the foreground Dice (MONAI ``DiceMetric`` without background; empty-empty counts 1)."""
-    p, t = pred.flatten(1).float(), label.flatten(1).float()
-    inter, total = (p * t).sum(1), p.sum(1) + t.sum(1)
-    dice = torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
-    return dice.mean().item()
+    return statistics.fmean(dice(p, t) for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()))
 
 
-def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[dict], dice: list[dict]) -> str:
+def _ml(value: object) -> str:
+    """A volume of ``volumes.csv`` (text, empty when there is none) with one decimal."""
+    return f"{float(value):.1f}" if value not in (None, "") else ""
+
+
+def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[dict], scores: list[dict]) -> str:
     lines = [
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        f"Command: `{command_line()}`",
         "",
         f"Machine: {host}.",
         "",
@@ -256,15 +245,15 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
         f"on a machine shared with other jobs, CPU s / slice ÷ {args.threads} estimates the idle wall time better "
         "than the wall time does.",
         "",
-        "| network | path | s / slice | × torch eager | CPU s / slice | setup s | max logit diff | agree |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     base = {r["network"]: r["s_per_slice"] for r in slices if r["path"].startswith("torch eager")}
-    for r in slices:
-        lines.append(
-            f"| {r['network']} | {r['path']} | {r['s_per_slice']:.3f} | {base[r['network']] / r['s_per_slice']:.1f} | "
-            f"{r['cpu_per_slice']:.3f} | {r['setup_s']:.1f} | {r['diff']:.1e} | {100 * r['agree']:.3f} % |"
-        )
+    lines += markdown_table(
+        ("network", "path", "s / slice", "× torch eager", "CPU s / slice", "setup s", "max logit diff", "agree"),
+        "llrrrrrr",
+        [(r["network"], r["path"], f"{r['s_per_slice']:.3f}", f"{base[r['network']] / r['s_per_slice']:.1f}",
+          f"{r['cpu_per_slice']:.3f}", f"{r['setup_s']:.1f}", f"{r['diff']:.1e}", f"{100 * r['agree']:.3f} %")
+         for r in slices],
+    )  # fmt: skip
     if study:
         lines += [
             "",
@@ -272,32 +261,32 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
             f"2000 series), `{args.bundle}` inference.json, DICOM decode + inference + NIfTI + DICOM SEG + CSV; batch "
             f"{args.batch_size}.",
             "",
-            "| runtime | slices | seconds | s / slice | CPU s | status | volume mL |",
-            "|---|---:|---:|---:|---:|---|---:|",
         ]
-        for r in study:
-            vol = f"{float(r['volume_ml']):.1f}" if r["volume_ml"] not in (None, "") else ""
-            lines.append(f"| {r['runtime']} | {r['slices']} | {r['seconds']:.1f} | {r['seconds'] / r['slices']:.3f} "
-                         f"| {r['cpu_s']:.0f} | {r['status']} | {vol} |")  # fmt: skip
-    if dice:
+        lines += markdown_table(
+            ("runtime", "slices", "seconds", "s / slice", "CPU s", "status", "volume mL"),
+            "lrrrrlr",
+            [(r["runtime"], r["slices"], f"{r['seconds']:.1f}", f"{r['seconds'] / r['slices']:.3f}",
+              f"{r['cpu_s']:.0f}", r["status"], _ml(r["volume_ml"])) for r in study],
+        )  # fmt: skip
+    if scores:
         lines += [
             "",
             "Validation Dice (each bundle's train.json split of `../shared/data`; fp32 = ONNX Runtime, bf16 = OpenVINO "
             "bf16); a lossy precision is used only where the drop is < 0.002:",
             "",
-            "| bundle | slices | Dice fp32 | Dice bf16 | drop | pixels differing | bf16 allowed |",
-            "|---|---:|---:|---:|---:|---:|---|",
         ]
-        for r in dice:
-            ok = "yes" if r["drop"] < 0.002 else "no"
-            lines.append(f"| {r['bundle']} | {r['slices']} | {r['dice_fp32']:.4f} | {r['dice_bf16']:.4f} | "
-                         f"{r['drop']:+.4f} | {100 * r['differ']:.3f} % | {ok} |")  # fmt: skip
+        lines += markdown_table(
+            ("bundle", "slices", "Dice fp32", "Dice bf16", "drop", "pixels differing", "bf16 allowed"),
+            "lrrrrrl",
+            [(r["bundle"], r["slices"], f"{r['dice_fp32']:.4f}", f"{r['dice_bf16']:.4f}", f"{r['drop']:+.4f}",
+              f"{100 * r['differ']:.3f} %", "yes" if r["drop"] < 0.002 else "no") for r in scores],
+        )  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--series", default=str(_shared_data() / "ct_dicom_totalseg" / "dicom"), help="DICOM series")
+    parser.add_argument("--series", default=str(shared_data() / "ct_dicom_totalseg" / "dicom"), help="DICOM series")
     parser.add_argument("--bundle", default="liver_ct_segmentation", help="bundle of the weights and the study run")
     parser.add_argument("--networks", default="pyconvunet,unet", type=lambda s: s.split(","))
     parser.add_argument("--slices", type=int, default=8, help="slices timed per path")
@@ -319,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     x = ct_slices(Path(args.series), args.slices)
     slices = per_slice_rows(args, x)
     study = study_rows(args) if args.study_slices > 0 else []
-    dice = dice_rows(args) if args.dice else []
-    table = report(args, host, slices, study, dice)
+    scores = dice_rows(args) if args.dice else []
+    table = report(args, host, slices, study, scores)
     print(table)
     if args.out:
-        Path(args.out).write_text(table)
+        write_text(args.out, table)
     return 0
 
 

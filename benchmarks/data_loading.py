@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -34,8 +33,12 @@ import torch
 from monai.transforms import Compose, ScaleIntensityRanged
 from monai.utils import set_determinism
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, command_line, markdown_table, shared_data, write_text
+from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.data import load_datalist
-from pyconv_monai.machine import cpu_model
 from pyconv_monai.transforms import (
     BinarizeLabeld,
     CTWindowd,
@@ -46,12 +49,7 @@ from pyconv_monai.transforms import (
     unet_augmentation,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 GPU_RATE = 600.0  # slices/s one GPU consumes (U-Net, H100, bf16 compiled: ../shared/notes/gpu-measurements.md)
-
-
-def _shared_data() -> Path:
-    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def formats(data: Path) -> list[tuple[str, list[dict], Callable]]:
@@ -148,19 +146,16 @@ def measure(items: list[dict], prep: Callable, max_slices: int, min_seconds: flo
 
 
 def machine() -> str:
-    model = cpu_model()
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
-        f"`nproc` = {os.cpu_count()}, CPU: {model}; load average before the run (1/5/15 min): {load}; "
+        f"`nproc` = {os.cpu_count()}, CPU: {cpu_model()}; load average before the run (1/5/15 min): {load_average()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread per process"
     )
 
 
 def report(results: list[tuple[str, dict[str, float]]], cores: int, header: str) -> str:
     columns = list(results[0][1])
-    lines = [header, "", "| format | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for name, rates in results:
-        lines.append(f"| {name} | " + " | ".join(f"{rates[c]:.0f}" for c in columns) + " |")
+    rows = [(name, *(f"{rates[c]:.0f}" for c in columns)) for name, rates in results]
+    lines = [header, "", *markdown_table(("format", *columns), "l" + "r" * len(columns), rows)]
     lines.append("")
     workers = max(cores - 1, 1)  # one core drives the GPU (the training loop, collation, host-to-device copies)
     lines.append(
@@ -193,7 +188,7 @@ def report(results: list[tuple[str, dict[str, float]]], cores: int, header: str)
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=_shared_data(), help="the staged data sets (../shared/data)")
+    parser.add_argument("--data", type=Path, default=shared_data(), help="the staged data sets (../shared/data)")
     parser.add_argument("--slices", type=int, default=40, help="slices per format and pass")
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum time per run (best of 3 per cell)")
     parser.add_argument("--out", type=Path, help="also write the report (with command and machine) to this file")
@@ -209,7 +204,7 @@ def main(argv: list[str] | None = None) -> str:
     text = report(results, os.cpu_count() or 1, header)
     print(text)
     if args.out is not None:
-        command = "python benchmarks/data_loading.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        command = command_line(["benchmarks/data_loading.py", *(argv or sys.argv[1:])])
         columns = __doc__.split("Columns:")[1].strip()
         doc = (
             "# Data loading speed\n\nSlices per second (one process, one torch thread) for loading and augmenting "
@@ -218,8 +213,7 @@ def main(argv: list[str] | None = None) -> str:
             "lower bounds for an idle one.\n\n"
             f"{text}\n"
         )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(doc)
+        write_text(args.out, doc)
     return text
 
 

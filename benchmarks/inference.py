@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -36,24 +35,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.inferers import SliceInferer
-from monai.transforms import Activations, AsDiscrete, Compose
+from monai.transforms import Activations, AsDiscrete, Compose, Orientation
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import command_line, markdown_table, shared_data, write_text
+from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.data import DicomSeriesReader
-from pyconv_monai.machine import cpu_model
 from pyconv_monai.networks import get_network
 from pyconv_monai.transforms import CTWindow
-from pyconv_monai.workflows import orientation
 from pyconv_monai.writers import write_dicom_seg, write_nifti_mask
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _shared_data() -> Path:
-    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def _timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> tuple[float, object]:
@@ -69,12 +65,11 @@ def _timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = la
 
 
 def machine(device: torch.device) -> str:
-    model = cpu_model()
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     gpu = f"; GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     return (
-        f"`nproc` = {os.cpu_count()}, CPU: {model}{gpu}; load average before the run (1/5/15 min): {load}; "
-        f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)"
+        f"`nproc` = {os.cpu_count()}, CPU: {cpu_model()}{gpu}; load average before the run (1/5/15 min): "
+        f"{load_average()}; Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} "
+        "torch thread(s)"
     )
 
 
@@ -114,10 +109,11 @@ def run(args: argparse.Namespace) -> str:
     window = CTWindow(None, window=500, level=150) if args.bundle == "liver" else CTWindow("lung")
     axcodes = "ALS" if args.bundle == "liver" else "PLS"
 
+    orient = Orientation(axcodes=axcodes, labels=None)  # MONAI's, as the bundle's orientation step
+
     def preprocess() -> torch.Tensor:
-        forward, _ = orientation(affine, axcodes)
-        oriented = nib.orientations.apply_orientation(array, forward)
-        return window(torch.as_tensor(np.ascontiguousarray(oriented))[None]).float()
+        oriented = orient(MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(affine)))
+        return window(oriented.as_tensor().contiguous()).float()
 
     seconds, image = _timed(preprocess, args.repeats)
     rows.append(("preprocess", f"orientation {axcodes}, CT window", seconds, seconds / n))
@@ -147,11 +143,9 @@ def run(args: argparse.Namespace) -> str:
         detail = f"{name}, {k} slice(s), batch {args.batch_size}, {device.type}{' AMP' if amp else ''}"
         rows.append(("inference", detail, seconds, seconds / k))
         names.append(name)
-    full = np.zeros(array.shape, bool)
-    _, back = orientation(affine, axcodes)
-    full_oriented = np.zeros(image.shape[1:], bool)
-    full_oriented[..., :k] = mask
-    full[:] = nib.orientations.apply_orientation(full_oriented, back)
+    oriented_mask = orient(MetaTensor(torch.zeros((1, *array.shape), dtype=torch.bool), affine=torch.as_tensor(affine)))
+    oriented_mask[0, ..., :k] = torch.as_tensor(mask)
+    full = orient.inverse(oriented_mask).as_tensor()[0].numpy()  # back to the stored voxel order
 
     with tempfile.TemporaryDirectory() as tmp:
         nifti = lambda: write_nifti_mask(full, affine, Path(tmp) / "case_seg.nii.gz", overwrite=True)  # noqa: E731
@@ -165,28 +159,26 @@ def run(args: argparse.Namespace) -> str:
     read_s, prep_s = rows[0][2], rows[1][2]
     write_s = sum(r[2] for r in rows if r[0].startswith("write"))
     lines = [
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        f"Command: `{command_line()}`",
         "",
         f"Machine: {host}.",
         "",
         f"Study: `{series}` ({n} slices). Inference timed on {k} slice(s) and extrapolated to {n}.",
         "",
-        "| step | what | seconds | seconds per slice |",
-        "|---|---|---:|---:|",
     ]
-    for step, detail, seconds, per in rows:
-        lines.append(f"| {step} | {detail} | {seconds:.2f} | {per:.3f} |")
+    cells = [(step, detail, f"{seconds:.2f}", f"{per:.3f}") for step, detail, seconds, per in rows]
     inference = [r for r in rows if r[0] == "inference"]
     for name, (_, _, _, per) in zip(names, inference):
         total = read_s + prep_s + per * n + write_s
-        lines.append(f"| **total, {n} slices** | {name}: read + preprocess + {n} x inference + write | "
-                     f"**{total:.1f}** | {total / n:.3f} |")  # fmt: skip
+        cells.append((f"**total, {n} slices**", f"{name}: read + preprocess + {n} x inference + write",
+                      f"**{total:.1f}**", f"{total / n:.3f}"))  # fmt: skip
+    lines += markdown_table(("step", "what", "seconds", "seconds per slice"), "llrr", cells)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--series", default=str(_shared_data() / "ct_dicom_totalseg" / "dicom"), help="DICOM series")
+    parser.add_argument("--series", default=str(shared_data() / "ct_dicom_totalseg" / "dicom"), help="DICOM series")
     parser.add_argument("--bundle", choices=("lung", "liver"), default="lung", help="preprocessing of this bundle")
     parser.add_argument("--network", default="pyconvunet", help="a name of pyconv_monai.networks.get_network")
     parser.add_argument("--slices", type=int, default=4, help="slices to run the network on (time per slice x N)")
@@ -199,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     table = run(args)
     print(table)
     if args.out:
-        Path(args.out).write_text(table)
+        write_text(args.out, table)
     return 0
 
 

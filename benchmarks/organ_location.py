@@ -32,10 +32,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, dice, markdown_table, shared_data
+from pyconv_monai.cli import segment
+from pyconv_monai.data.geometry import geometry_mismatch
+from pyconv_monai.transforms import LoadVolume
 
 # what "lies where the organ is" means here, per reference (see the module docstring)
 CRITERIA: dict[str, dict[str, float]] = {
@@ -54,14 +59,8 @@ SERIES = {
 }
 
 
-def shared_data() -> Path:
-    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def enclosed_air(hu: np.ndarray, affine: np.ndarray, threshold: float = -400.0, min_area_mm2: float = 500.0):
     """Per axial slice (last axis of a RAS volume): regions below ``threshold`` HU not touching the slice border."""
-    from scipy import ndimage
-
     pixel_mm2 = float(np.linalg.norm(affine[:3, 0]) * np.linalg.norm(affine[:3, 1]))
     out = np.zeros(hu.shape, bool)
     for k in range(hu.shape[-1]):
@@ -81,7 +80,7 @@ def scores(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> dict[str, floa
     both = float(np.logical_and(pred, ref).sum())
     p, r = float(pred.sum()), float(ref.sum())
     return {
-        "dice": 2 * both / (p + r) if p + r else 1.0,
+        "dice": dice(pred, ref),
         "precision": both / p if p else float("nan"),
         "recall": both / r if r else float("nan"),
         "pred_ml": p * voxel_ml,
@@ -95,10 +94,6 @@ def check(bundle: str, ckpt_file: str | os.PathLike, data: Path, workdir: str | 
     Returns:
         one dict per series: ``series``, ``reference``, the :func:`scores`, and ``passed`` (against :data:`CRITERIA`).
     """
-    from pyconv_monai.cli import segment
-    from pyconv_monai.data.geometry import geometry_mismatch
-    from pyconv_monai.transforms import LoadVolume
-
     load = LoadVolume(axcodes="RAS")
     rows = []
     for i, (series, reference, label) in enumerate(SERIES[bundle]):
@@ -133,24 +128,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     given = dict(item.split("=", 1) for item in args.ckpt)
     data = shared_data()
-    lines = [
-        "| bundle | series | reference | Dice | precision | recall | predicted mL | reference mL | passed |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for bundle in args.bundles:
             ckpt = Path(given.get(bundle, REPO / "bundles" / bundle / "models" / "model.pt"))
             if not ckpt.is_file():
-                lines.append(f"| {bundle} | – | – | | | | | | skipped: no weights at {ckpt} |")
+                rows.append((bundle, "–", "–", "", "", "", "", "", f"skipped: no weights at {ckpt}"))
                 continue
             for r in check(bundle, ckpt, data, tmp):
                 failed |= not r["passed"]
-                lines.append(
-                    f"| {bundle} | {r['series']} | {r['reference']} | {r['dice']:.3f} | {r['precision']:.3f} | "
-                    f"{r['recall']:.3f} | {r['pred_ml']:.1f} | {r['ref_ml']:.1f} | {'yes' if r['passed'] else 'NO'} |"
-                )
-    print("\n".join(lines))
+                rows.append((bundle, r["series"], r["reference"], f"{r['dice']:.3f}", f"{r['precision']:.3f}",
+                             f"{r['recall']:.3f}", f"{r['pred_ml']:.1f}", f"{r['ref_ml']:.1f}",
+                             "yes" if r["passed"] else "NO"))  # fmt: skip
+    header = ("bundle", "series", "reference", "Dice", "precision", "recall", "predicted mL", "reference mL", "passed")
+    print("\n".join(markdown_table(header, "lllrrrrrl", rows)))
     print(
         "\ncriteria: "
         + "; ".join(f"{k}: " + ", ".join(f"{m} >= {v}" for m, v in c.items()) for k, c in CRITERIA.items())

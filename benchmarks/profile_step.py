@@ -22,21 +22,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import command_line, markdown_table, write_text
+from benchmarks.throughput import build_model
 
 __all__ = ["profile_model", "main"]
 
 
-def profile_model(spec: str, args: argparse.Namespace) -> str:
-    """The markdown section of one model: total device time per step and its top kernels."""
-    from torch.profiler import ProfilerActivity, profile
+def _profile_steps(spec: str, args: argparse.Namespace) -> tuple[list, float]:
+    """Train ``spec`` for ``--warmup`` steps, then profile ``--steps`` steps.
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from throughput import build_model
+    The network and its optimizer live only in this call, so that their memory is free when it returns.
 
+    Returns:
+        the profiler's events (``key_averages``) and the wall seconds per profiled step.
+    """
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -66,8 +70,15 @@ def profile_model(spec: str, args: argparse.Namespace) -> str:
         if cuda:
             torch.cuda.synchronize()
     wall = (time.perf_counter() - t0) / args.steps
+    return list(prof.key_averages()), wall
+
+
+def profile_model(spec: str, args: argparse.Namespace) -> str:
+    """The markdown section of one model: total device time per step and its top kernels."""
+    cuda = torch.device(args.device).type == "cuda"
+    averages, wall = _profile_steps(spec, args)
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    events = [e for e in averages if getattr(e, key, 0) > 0]
     if cuda:  # the kernels themselves: operator rows would count their kernels' time a second time
         kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
         events = kernels or events
@@ -77,15 +88,14 @@ def profile_model(spec: str, args: argparse.Namespace) -> str:
         f"### {spec}: {total:.1f} ms of {'GPU kernel' if cuda else 'CPU'} time per step, {wall * 1e3:.1f} ms wall "
         f"({args.batch_size / wall:.0f} images/s under the profiler)",
         "",
-        "| kernel / operator | ms per step | share | calls per step |",
-        "|---|---:|---:|---:|",
     ]
+    rows = []
     for e in events[: args.top]:
         ms = getattr(e, key) / args.steps / 1e3
         name = e.key.replace("|", "/")
         name = name if len(name) <= 90 else name[:89] + "…"
-        lines.append(f"| `{name}` | {ms:.2f} | {100 * ms / total:.1f} % | {e.count / args.steps:.0f} |")
-    del net, opt
+        rows.append((f"`{name}`", f"{ms:.2f}", f"{100 * ms / total:.1f} %", f"{e.count / args.steps:.0f}"))
+    lines += markdown_table(("kernel / operator", "ms per step", "share", "calls per step"), "lrrr", rows)
     if cuda:
         torch.cuda.empty_cache()
     return "\n".join(lines) + "\n"
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    command = "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(["benchmarks/profile_step.py", *(sys.argv[1:] if argv is None else argv)])
     parts = [f"Profile of one training step (`{command}`): {args.size}×{args.size}, batch {args.batch_size}, bf16 "
              "autocast, channels_last, Adam; self time per kernel, summed over the profiled steps ÷ steps.\n"]
     for spec in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -114,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts.append(f"### {spec}: failed: {type(e).__name__}: {e}\n")
         print(parts[-1], flush=True)
         if args.out:
-            Path(args.out).write_text("\n".join(parts))
+            write_text(args.out, "\n".join(parts))
     return 0
 
 

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pyconv_monai.machine import cpu_cores, cpu_model
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import markdown_table
+from benchmarks.machine import cpu_cores, cpu_model
 from pyconv_monai.networks import PyConvUNet, optimize_pyconv
 from pyconv_monai.networks.blocks import PYCONV_MODES
 
@@ -84,13 +90,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_model()}, {cpu_cores()} cores"
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, PyConvUNet default, "
           f"{args.size}x{args.size}, batch {args.batch_size}, median of {args.rounds} interleaved rounds")  # fmt: skip
-    print("\n| mode | train step s | x reference | inference s | x reference |\n|---|---:|---:|---:|---:|")
     base = {k: statistics.median(times[modes[0]][k]) for k in ("train", "infer")}
     rows = []
     for mode in modes:
         train, infer = statistics.median(times[mode]["train"]), statistics.median(times[mode]["infer"])
         rows.append({"mode": mode, "train_s": train, "infer_s": infer})
-        print(f"| {mode} | {train:.2f} | {base['train'] / train:.2f} | {infer:.2f} | {base['infer'] / infer:.2f} |")
+    cells = [(r["mode"], f"{r['train_s']:.2f}", f"{base['train'] / r['train_s']:.2f}", f"{r['infer_s']:.2f}",
+              f"{base['infer'] / r['infer_s']:.2f}") for r in rows]  # fmt: skip
+    header = ("mode", "train step s", "x reference", "inference s", "x reference")
+    print("\n" + "\n".join(markdown_table(header, "lrrrr", cells)))
     return rows
 
 

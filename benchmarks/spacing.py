@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -30,10 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Orientation
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import command_line, dice, markdown_table, shared_data, write_text
+from benchmarks.machine import cpu_model, load_average
+from pyconv_monai.cli import segment
+from pyconv_monai.data import geometry_mismatch, tracking_meta
+from pyconv_monai.transforms import LoadVolume, in_plane_spacing
 
 # (name, input, label file, liver class) of the labelled real CTs in ../shared/data (see its README)
 CASES = [
@@ -46,21 +51,12 @@ CASES = [
 ]  # fmt: skip
 
 
-def shared_data() -> Path:
-    return Path(os.environ.get("PYCONV_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
 def liver_dice(mask_file: str | os.PathLike, label_file: str | os.PathLike, label_class: int) -> float:
     """Dice of a written mask against ``label == label_class``, compared in world coordinates (both in RAS).
 
     Raises:
         ValueError: the two do not lie on the same voxel grid.
     """
-    from monai.transforms import Orientation
-
-    from pyconv_monai.data import geometry_mismatch, tracking_meta
-    from pyconv_monai.transforms import LoadVolume
-
     with tracking_meta():
         load = LoadVolume(axcodes=None)
         pred = Orientation("RAS", labels=None)(load(mask_file))
@@ -68,17 +64,11 @@ def liver_dice(mask_file: str | os.PathLike, label_file: str | os.PathLike, labe
         problem = geometry_mismatch(pred, ref)
     if problem is not None:
         raise ValueError(f"{mask_file} is not on the grid of {label_file}: {problem}")
-    p = pred.as_tensor()[0].numpy() > 0
-    g = np.rint(ref.as_tensor()[0].numpy()) == label_class
-    total = p.sum() + g.sum()
-    return float(2.0 * (p & g).sum() / total) if total else 1.0
+    return dice(pred.as_tensor()[0].numpy() > 0, np.rint(ref.as_tensor()[0].numpy()) == label_class)
 
 
 def grid(path: str | os.PathLike) -> tuple[str, int]:
     """``"<sx> x <sy> mm, HxW"`` of the input as the bundle orients it, and its number of slices."""
-    from pyconv_monai.data import tracking_meta
-    from pyconv_monai.transforms import LoadVolume, in_plane_spacing
-
     with tracking_meta():
         vol = LoadVolume(axcodes="ALS")(path)
     sx, sy = in_plane_spacing(vol.affine)
@@ -86,13 +76,9 @@ def grid(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> str:
-    from pyconv_monai.cli import segment
-    from pyconv_monai.machine import cpu_model
-
     device = args.device if args.device != "auto" else ("cuda:0" if torch.cuda.is_available() else "cpu")
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     host = (
-        f"`nproc` = {os.cpu_count()}, CPU: {cpu_model()}; load average before the run (1/5/15 min): {load}; "
+        f"`nproc` = {os.cpu_count()}, CPU: {cpu_model()}; load average before the run (1/5/15 min): {load_average()}; "
         f"device {device}; Python {platform.python_version()}, torch {torch.__version__}"
     )
     data = shared_data()
@@ -117,21 +103,19 @@ def run(args: argparse.Namespace) -> str:
                 result = segment(data / image, out, args.bundle, {**base, **extra}, configure_logging=False)
                 seconds = time.perf_counter() - start
                 mask = out / result[0]["mask"]
-                dice = liver_dice(mask, data / label, cls)
-                rows.append((name, where, mode, dice, seconds / slices))
-                print(f"{name} resampling {mode}: Dice {dice:.4f}, {seconds / slices:.3f} s/slice", file=sys.stderr)
+                score = liver_dice(mask, data / label, cls)
+                rows.append((name, where, mode, score, seconds / slices))
+                print(f"{name} resampling {mode}: Dice {score:.4f}, {seconds / slices:.3f} s/slice", file=sys.stderr)
     lines = [
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`",
+        f"Command: `{command_line()}`",
         "",
         f"Machine: {host}.",
         "",
         f"Bundle `{args.bundle}`, weights `{args.ckpt or 'models/model.pt'}`; reference: the data set's liver label.",
         "",
-        "| CT | in-plane spacing, matrix | resampling | liver Dice | seconds per slice |",
-        "|---|---|---|---:|---:|",
     ]
-    for name, where, mode, dice, per in rows:
-        lines.append(f"| {name} | {where} | {mode} | {dice:.3f} | {per:.2f} |")
+    header = ("CT", "in-plane spacing, matrix", "resampling", "liver Dice", "seconds per slice")
+    lines += markdown_table(header, "lllrr", [(n, w, m, f"{d:.3f}", f"{per:.2f}") for n, w, m, d, per in rows])
     return "\n".join(lines) + "\n"
 
 
@@ -149,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     table = run(args)
     print(table)
     if args.out:
-        Path(args.out).write_text(table)
+        write_text(args.out, table)
     return 0
 
 

@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import signal
 import statistics
 import subprocess
@@ -44,9 +43,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, command_line, markdown_table, write_text
+from benchmarks.machine import cpu_cores, cpu_model
+from benchmarks.table3 import count_macs
+
 __all__ = ["DEFAULT_MODELS", "build_model", "measure", "format_table", "main"]
 
-REPO = Path(__file__).resolve().parents[1]
 EM_DIR = REPO / "data" / "isbi2012_em"
 DEFAULT_MODELS: tuple[str, ...] = (
     "unet",
@@ -87,8 +92,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    from pyconv_monai.machine import cpu_cores, cpu_model
-
     return f"CPU {cpu_model()}, {cpu_cores()} cores, {torch.get_num_threads()} torch threads"
 
 
@@ -137,12 +140,7 @@ def build_model(spec: str) -> tuple[nn.Module, str]:
 
 def count_gmac(net: nn.Module, size: int) -> float:
     """GMac of one ``1 x 1 x size x size`` forward pass, counted on the meta device (nothing computed)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    meta = copy.deepcopy(net).to("meta").eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        meta(torch.empty(1, 1, size, size, device="meta"))
-    return counter.get_total_flops() / 2e9
+    return count_macs(copy.deepcopy(net).to("meta"), (1, 1, size, size)) / 1e9
 
 
 # ------------------------------------------------------------------------------------------- measurement
@@ -539,30 +537,27 @@ def format_table(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     ]
     if "epoch" not in cfg["phases"]:
         lines = [line for line in lines if not line.startswith("- epoch:")]
-    lines += [
-        "| model | exec | params (M) | GMac/img | train img/s | × | train MiB | infer img/s | × | infer MiB "
-        "| epoch s | epoch img/s | ÷ step | wait | warm-up s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    columns = ("model", "exec", "params (M)", "GMac/img", "train img/s", "×", "train MiB", "infer img/s", "×",
+               "infer MiB", "epoch s", "epoch img/s", "÷ step", "wait", "warm-up s")  # fmt: skip
     base = {r["exec"]: r for r in results if r["model"] == cfg["baseline"]}
+    rows = []
     for r in results:
         b = base.get(r["exec"], {})
         tr, inf, ep = r.get("train") or {}, r.get("infer") or {}, r.get("epoch") or {}
         if "error" in ep or not ep:
-            epoch_cells = f"{_rate(ep)} | | | "
+            epoch_cells = (_rate(ep), "", "", "")
         else:
             step = ep["step_images_per_s"]
             per_step = _num(ep["images_per_s"] / step if step else None, "{:.2f}")
-            epoch_cells = (
-                f"{ep['seconds']:.2f} | {ep['images_per_s']:.3g} | {per_step} | {100 * ep['wait_fraction']:.0f} %"
-            )
+            epoch_cells = (f"{ep['seconds']:.2f}", f"{ep['images_per_s']:.3g}", per_step,
+                           f"{100 * ep['wait_fraction']:.0f} %")  # fmt: skip
         warm = "/".join(_num(c.get("warmup_s"), "{:.0f}") for c in (tr, inf))
-        lines.append(
-            f"| {r['model']} | {r['exec']} | {_num(r.get('params_m'), '{:.2f}')} | {_num(r.get('gmac'), '{:.2f}')} "
-            f"| {_rate(tr)} | {_ratio(tr, b.get('train'))} | {_num(tr.get('peak_mib'), '{:.0f}')} "
-            f"| {_rate(inf)} | {_ratio(inf, b.get('infer'))} | {_num(inf.get('peak_mib'), '{:.0f}')} "
-            f"| {epoch_cells} | {warm} |"
-        )
+        rows.append(
+            (r["model"], r["exec"], _num(r.get("params_m"), "{:.2f}"), _num(r.get("gmac"), "{:.2f}"), _rate(tr),
+             _ratio(tr, b.get("train")), _num(tr.get("peak_mib"), "{:.0f}"), _rate(inf), _ratio(inf, b.get("infer")),
+             _num(inf.get("peak_mib"), "{:.0f}"), *epoch_cells, warm)
+        )  # fmt: skip
+    lines += markdown_table(columns, "ll" + "r" * 13, rows)
     notes = [f"- {r['model']} ({r['exec']}): {n}" for r in results for n in r.get("notes", [])]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -660,8 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not set(cfg["phases"]) <= set(PHASES) or not set(execs) <= {"eager", "compiled"} or not models:
         raise SystemExit(f"unknown phases {cfg['phases']} or executions {execs}, or no models")
     cfg["baseline"] = models[0]
-    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    header = {"env": {}, "cfg": cfg, "command": f"python benchmarks/throughput.py {argv_text}".strip()}
+    command = command_line(["benchmarks/throughput.py", *(sys.argv[1:] if argv is None else argv)])
+    header = {"env": {}, "cfg": cfg, "command": command}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped from outside: unwind, killing the worker
     results: list[dict[str, Any]] = []
     with _torch_settings(cfg):
@@ -690,11 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _write(args: argparse.Namespace, text: str, header: dict[str, Any], results: list[dict[str, Any]]) -> None:
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_text(args.out, text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"header": header, "results": results}, indent=1))
+        write_text(args.json, json.dumps({"header": header, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import markdown_table, write_text
 
 __all__ = ["CANDIDATES", "main"]
 
@@ -106,19 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Triton PyConv blocks, PyConvU-Net forward + backward, {args.size}×{args.size}, batch {args.batch_size}, "
             f"bf16, channels_last (`python benchmarks/triton_tune.py`); median of {args.repeats} steps",
             "",
-            "| blocks | ms per step | images/s |",
-            "|---|---:|---:|",
         ]
-        for c, s in rows:
-            if isinstance(s, float):
-                cells = f"{1e3 * s:.1f} | {args.batch_size / s:.0f}"
-            else:
-                cells = f"{s.replace('|', '/')} | –"
-            lines.append(f"| `{c}`{' (chosen)' if c == best else ''} | {cells} |")
+        cells = [
+            (f"`{c}`{' (chosen)' if c == best else ''}", *(
+                (f"{1e3 * s:.1f}", f"{args.batch_size / s:.0f}") if isinstance(s, float) else (s.replace("|", "/"), "–")
+            ))
+            for c, s in rows
+        ]  # fmt: skip
+        lines += markdown_table(("blocks", "ms per step", "images/s"), "lrr", cells)
         if args.out:
-            Path(args.out).write_text("\n".join(lines) + "\n")
+            write_text(args.out, "\n".join(lines) + "\n")
         if args.env and best:
-            Path(args.env).write_text(f"PYCONV_TRITON_BLOCKS={best}\n")
+            write_text(args.env, f"PYCONV_TRITON_BLOCKS={best}\n")
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
     print("\n".join(lines))

@@ -3,9 +3,10 @@
 
 """Console entry point ``pyconv-monai``: a short form of the bundles' commands.
 
-``pyconv-monai segment IN OUT --bundle liver_ct_segmentation`` runs exactly
-``python -m monai.bundle run --config_file bundles/liver_ct_segmentation/configs/inference.json --dataset_dir IN
---output_dir OUT`` (plus the overrides given), through MONAI's ``ConfigWorkflow``.
+``pyconv-monai segment IN OUT --bundle liver_ct_segmentation`` runs exactly ``python -m monai.bundle run
+--config_file B/configs/inference.json --meta_file B/configs/metadata.json --logging_file B/configs/logging.conf
+--bundle_root B --dataset_dir IN --output_dir OUT`` (plus the overrides given), with ``B`` the bundle's folder
+(:func:`pyconv_monai.utils.bundle_dir`), through MONAI's ``ConfigWorkflow``.
 
 ``pyconv-monai export BUNDLE OUT`` checks a bundle as the Model Zoo's CI does and writes
 ``OUT/<name>_v<version>.zip`` (:func:`pyconv_monai.workflows.export.export_bundle`).
@@ -14,44 +15,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_dir", "list_bundles", "main", "segment"]
+from monai.bundle import ConfigParser, ConfigWorkflow, ReferenceResolver
 
-logger = logging.getLogger(__name__)
-# bundles of this repository: <repo>/bundles beside the package (an editable or source install)
-BUNDLES_DIR = Path(__file__).resolve().parents[1] / "bundles"
+from pyconv_monai.utils import bundle_dir, list_bundles
+from pyconv_monai.workflows import InferenceError
+from pyconv_monai.workflows.export import ExportError, export_bundle
 
-
-def list_bundles(root: str | os.PathLike = BUNDLES_DIR) -> list[str]:
-    """Names of the bundles under ``root`` that have an inference config."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "configs" / "inference.json").is_file())
-
-
-def bundle_dir(bundle: str | os.PathLike) -> Path:
-    """The folder of a bundle given by path or by name (a folder of this repository's ``bundles/``).
-
-    Raises:
-        FileNotFoundError: neither a bundle folder with ``configs/inference.json`` nor a known name.
-    """
-    path = Path(bundle).expanduser()
-    if (path / "configs" / "inference.json").is_file():
-        return path.resolve()
-    named = BUNDLES_DIR / str(bundle)
-    if (named / "configs" / "inference.json").is_file():
-        return named.resolve()
-    known = ", ".join(list_bundles()) or f"none found in {BUNDLES_DIR}"
-    raise FileNotFoundError(
-        f"no bundle {str(bundle)!r}: give a bundle folder (holding configs/inference.json) or one of: {known}."
-    )
+__all__ = ["main", "segment"]
 
 
 def segment(
@@ -78,8 +54,6 @@ def segment(
         pyconv_monai.workflows.InferenceError: some cases failed (the others were written).
         FileNotFoundError, FileExistsError, ValueError: see :meth:`pyconv_monai.workflows.SegmentationPredictor.run`.
     """
-    from monai.bundle import ConfigWorkflow
-
     root = bundle_dir(bundle)
     configs = root / "configs"
     logging_file = configs / "logging.conf"
@@ -152,6 +126,24 @@ def _is_bundle(bundle: str) -> bool:
     return True
 
 
+def _passes_runtime(config_file: Path) -> bool:
+    """Whether a component of ``config_file`` (the predictor) takes the config's ``runtime`` as its ``runtime``."""
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    todo: list[Any] = [parser.get()]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            runtime = item.get("runtime")
+            refs = ReferenceResolver.match_refs_pattern(runtime) if isinstance(runtime, str) else {}
+            if "_target_" in item and "runtime" in refs:
+                return True
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
 def _cause(e: BaseException) -> BaseException:
     """The first exception along the ``__cause__`` chain that is not MONAI's "Failed to evaluate" wrapper."""
     seen = set()
@@ -163,8 +155,6 @@ def _cause(e: BaseException) -> BaseException:
 
 def _export(args: argparse.Namespace) -> int:
     """``pyconv-monai export``: 0 the zip was written, 1 a check failed, 2 the export could not start."""
-    from pyconv_monai.workflows.export import ExportError, export_bundle
-
     try:
         root = bundle_dir(args.bundle)
         export_bundle(root, args.output, dataset_dir=args.dataset_dir, progress=print)
@@ -179,8 +169,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pyconv-monai`` command; returns the exit status (0 ok, 1 a case failed, 2 the run could not start)."""
-    from pyconv_monai.workflows import InferenceError
-
     args = _parser().parse_args(argv)
     if args.command == "export":
         return _export(args)
@@ -204,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["tta"] = True
     if args.runtime:
         config = bundle_dir(args.bundle) / "configs" / "inference.json" if _is_bundle(args.bundle) else None
-        if config is not None and '"@runtime"' not in config.read_text():
+        if config is not None and not _passes_runtime(config):
             print(f"pyconv-monai: error: {config} does not pass the runtime to its predictor (needs "
                   '"runtime": "auto" and "runtime": "@runtime" among the predictor\'s arguments)', file=sys.stderr)
             return 2

@@ -81,7 +81,7 @@ def test_main_job_writes_mask_dicom_seg_and_a_plausible_liver_volume(main_job_ru
     import nibabel as nib
     import pydicom
 
-    from pyconv_monai.overlay import display_volume
+    from pyconv_monai.visualize.overlay import display_volume
 
     out, _, log = main_job_run
     assert sorted(p.name for p in out.iterdir()) == ["CT_Body_3.0_seg.dcm", "CT_Body_3.0_seg.nii.gz", "volumes.csv"]
@@ -125,8 +125,8 @@ def test_main_job_run_again_overwrites_nothing_and_says_why(main_job_run):
 def test_overlay_picture_of_the_main_job(main_job_run, tmp_path):
     from PIL import Image
 
-    from pyconv_monai.overlay import main as overlay_main
-    from pyconv_monai.overlay import write_overlay
+    from pyconv_monai.visualize.overlay import main as overlay_main
+    from pyconv_monai.visualize.overlay import write_overlay
 
     out, _, _ = main_job_run
     png = tmp_path / "overlay.png"
@@ -145,3 +145,33 @@ def test_overlay_picture_of_the_main_job(main_job_run, tmp_path):
     first = png.read_bytes()
     assert overlay_main([str(series), str(out / "CT_Body_3.0_seg.nii.gz"), str(png)]) == 2  # no clobber
     assert png.read_bytes() == first
+
+
+def bundle_run_commands(text: str) -> list[str]:
+    """Every ``monai.bundle run`` command of a Markdown text: fenced lines (continuations joined) and inline code."""
+    commands = []
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+    for block in fenced:
+        commands += [line for line in block.replace("\\\n", " ").splitlines() if "monai.bundle run" in line]
+    prose = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
+    commands += [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose) if "monai.bundle run" in span]
+    return commands
+
+
+def test_bundle_commands_in_the_docs_say_where_the_bundle_is():
+    """The configs' ``"bundle_root"`` is ``"."`` (the Model Zoo's convention): a documented ``monai.bundle run`` of a
+    bundle config runs in the bundle folder (``--config_file configs/...``), or names the bundle with
+    ``--bundle_root``, or names both folders the bundle root would give (``--ckpt_dir``, ``--output_dir``), so that
+    its ``models/`` and ``eval/`` land where the text says."""
+    docs = [README, *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "bundles").glob("*/docs/README.md"))]
+    checked = 0
+    for doc in docs:
+        for command in bundle_run_commands(doc.read_text()):
+            config = re.search(r"--config_file\s+(\S+)", command)
+            if config is None:  # a fragment ("run training ... --pyconv_mode reference")
+                continue
+            checked += 1
+            in_bundle_folder = re.match(r"""["'\[]*configs/""", config.group(1))
+            named = "--bundle_root" in command or all(f"--{k} " in command for k in ("ckpt_dir", "output_dir"))
+            assert in_bundle_folder or named, f"{doc.relative_to(REPO)}: {command}"
+    assert checked >= 30, checked

@@ -2,10 +2,10 @@
 # Licensed under the Apache License, Version 2.0
 
 """Datalists and splits of the training sets, DICOM series discovery, the cases of an inference run, readers MONAI
-lacks, slices of volumes."""
+lacks, slice geometry."""
 
 from .cases import DEFAULT_EXCLUDE, find_cases
-from .datalist import DISPLAY_AXCODES, LAYOUTS, detect_layout, load_datalist, safe_case_id
+from .datalist import LAYOUTS, detect_layout, load_datalist, safe_case_id
 from .dicom import (
     DicomSegReader,
     DicomSeries,
@@ -13,25 +13,21 @@ from .dicom import (
     find_dicom_series,
     is_dicom_file,
     is_dicom_seg,
-    load_dicom_series,
     series_geometry,
 )
 from .formats import SUPPORTED_FORMATS, file_stem, get_reader, image_kind, num_slices, slice_axis
 from .geometry import geometry_mismatch, take_slice
 from .meta import tracking_meta
-from .slices import SliceIterd, volume_slice_dataset
 from .split import split_datalist
 from .tiff import TiffReader, tiff_num_pages
 
 __all__ = [
     "DEFAULT_EXCLUDE",
-    "DISPLAY_AXCODES",
     "DicomSegReader",
     "DicomSeries",
     "DicomSeriesReader",
     "LAYOUTS",
     "SUPPORTED_FORMATS",
-    "SliceIterd",
     "TiffReader",
     "detect_layout",
     "file_stem",
@@ -43,7 +39,6 @@ __all__ = [
     "is_dicom_file",
     "is_dicom_seg",
     "load_datalist",
-    "load_dicom_series",
     "num_slices",
     "safe_case_id",
     "series_geometry",
@@ -52,5 +47,4 @@ __all__ = [
     "take_slice",
     "tiff_num_pages",
     "tracking_meta",
-    "volume_slice_dataset",
 ]

@@ -110,6 +110,79 @@ def _dicom_series(candidates: Sequence[str]) -> list[DicomSeries]:
     return found
 
 
+def _walk(root: str, skip: Sequence[str], recursive: bool) -> list[str]:
+    """The files under the folder ``root``: not hidden, not temporary outputs, not in a ``skip`` folder; every folder
+    searched once (following symbolic links, without looping)."""
+    files: list[str] = []
+    seen = {os.path.realpath(root)}
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if d.startswith(".") or real in seen or _inside(real, skip):
+                continue  # hidden, already searched (symbolic link loops), or an output folder
+            seen.add(real)
+            kept.append(d)
+        dirs[:] = kept
+        if not recursive:
+            dirs[:] = []
+        files.extend(os.path.join(folder, n) for n in sorted(names) if not n.startswith((".", TEMP_PREFIX)))
+    return files
+
+
+def _classify_files(files: Sequence[str], exclude: Sequence[str], single: bool) -> tuple[list[dict], list[str]]:
+    """The image-file cases (``image``, ``kind``, ``name``) among ``files`` and the candidate DICOM files; excluded
+    names are logged, other files skipped (or, for a ``single`` file given as the input, refused)."""
+    cases: list[dict] = []
+    dicom_candidates: list[str] = []
+    for path in sorted(files):
+        name = os.path.basename(path)
+        pattern = None if single else _excluded(name, exclude)
+        if pattern is not None:
+            logger.info(f"skipping {path}: its name matches {pattern!r} (a label or output file)")
+            continue
+        kind = _file_kind(name)
+        if kind is not None:
+            cases.append({"image": path, "kind": kind, "name": file_stem(path)})
+        elif name.lower().endswith(".dcm") or is_dicom_file(path):
+            dicom_candidates.append(path)
+        elif single:
+            raise ValueError(f"{path}: unsupported file type; supported: {SUPPORTED_FORMATS}.")
+        else:
+            logger.debug(f"skipping {path}: not an image file")
+    return cases, dicom_candidates
+
+
+def _dicom_case(series: DicomSeries) -> dict:
+    """The case of one DICOM series, with its ``name`` (not yet unique) and a ``_sort`` key."""
+    return {
+        "image": series.folder,
+        "kind": "dicom_series",
+        "files": list(series.files),
+        "series_uid": series.series_uid,
+        "modality": series.modality,
+        "description": series.description,
+        "name": _dicom_name(series),
+        "_sort": (series.folder, series.series_number if series.series_number is not None else -1, series.key),
+    }
+
+
+def _name_cases(cases: list[dict], root: str, single: bool) -> None:
+    """Replace each case's ``name`` by a safe, unique ``case``; files that share a stem get their folders below
+    ``root`` as a prefix."""
+    stems: dict[str, int] = {}
+    for c in cases:
+        stems[c["name"].lower()] = stems.get(c["name"].lower(), 0) + 1
+    unique = UniqueNames()
+    for c in cases:
+        name = c.pop("name")
+        if c["kind"] != "dicom_series" and stems[name.lower()] > 1 and not single:
+            # the same file name in several folders: prefix the folders below the input (train/001, val/001)
+            folders = os.path.relpath(os.path.dirname(c["image"]), root).split(os.sep)
+            name = "_".join([f for f in folders if f not in (".", "")] + [name])
+        c["case"] = unique(safe_name(name, 96))
+
+
 def find_cases(
     dataset_dir: str | os.PathLike,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
@@ -152,65 +225,12 @@ def find_cases(
     if not os.path.exists(root):
         raise FileNotFoundError(f"input not found: {root}")
     skip = [os.path.realpath(os.fspath(d)) for d in skip_dirs]
-    if os.path.isfile(root):
-        files, single = [root], True
-    else:
-        files, single = [], False
-        seen = {os.path.realpath(root)}
-        for folder, dirs, names in os.walk(root, followlinks=True):
-            kept = []
-            for d in sorted(dirs):
-                real = os.path.realpath(os.path.join(folder, d))
-                if d.startswith(".") or real in seen or _inside(real, skip):
-                    continue  # hidden, already searched (symbolic link loops), or an output folder
-                seen.add(real)
-                kept.append(d)
-            dirs[:] = kept
-            if not recursive:
-                dirs[:] = []
-            files.extend(os.path.join(folder, n) for n in sorted(names) if not n.startswith((".", TEMP_PREFIX)))
-    cases: list[dict] = []
-    dicom_candidates: list[str] = []
-    for path in sorted(files):
-        name = os.path.basename(path)
-        pattern = None if single else _excluded(name, exclude)
-        if pattern is not None:
-            logger.info(f"skipping {path}: its name matches {pattern!r} (a label or output file)")
-            continue
-        kind = _file_kind(name)
-        if kind is not None:
-            cases.append({"image": path, "kind": kind, "name": file_stem(path)})
-        elif name.lower().endswith(".dcm") or is_dicom_file(path):
-            dicom_candidates.append(path)
-        elif single:
-            raise ValueError(f"{path}: unsupported file type; supported: {SUPPORTED_FORMATS}.")
-        else:
-            logger.debug(f"skipping {path}: not an image file")
+    single = os.path.isfile(root)
+    files = [root] if single else _walk(root, skip, recursive)
+    cases, dicom_candidates = _classify_files(files, exclude, single)
     series = _dicom_series(dicom_candidates) if dicom_candidates else []
     _log_skipped_dicom(dicom_candidates, {f for s in series for f in s.files})
-    for s in series:
-        cases.append(
-            {
-                "image": s.folder,
-                "kind": "dicom_series",
-                "files": list(s.files),
-                "series_uid": s.series_uid,
-                "modality": s.modality,
-                "description": s.description,
-                "name": _dicom_name(s),
-                "_sort": (s.folder, s.series_number if s.series_number is not None else -1, s.key),
-            }
-        )
+    cases.extend(_dicom_case(s) for s in series)
     cases.sort(key=lambda c: c.pop("_sort", None) or (c["image"], -1, ""))
-    stems: dict[str, int] = {}
-    for c in cases:
-        stems[c["name"].lower()] = stems.get(c["name"].lower(), 0) + 1
-    unique = UniqueNames()
-    for c in cases:
-        name = c.pop("name")
-        if c["kind"] != "dicom_series" and stems[name.lower()] > 1 and not single:
-            # the same file name in several folders: prefix the folders below the input (train/001, val/001)
-            folders = os.path.relpath(os.path.dirname(c["image"]), root).split(os.sep)
-            name = "_".join([f for f in folders if f not in (".", "")] + [name])
-        c["case"] = unique(safe_name(name, 96))
+    _name_cases(cases, root, single)
     return cases

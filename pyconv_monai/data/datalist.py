@@ -20,7 +20,7 @@ from monai.data import load_decathlon_datalist
 from .formats import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, file_stem, image_kind, num_slices
 from .tiff import TIFF_SUFFIXES, tiff_num_pages
 
-__all__ = ["DISPLAY_AXCODES", "LAYOUTS", "detect_layout", "load_datalist", "safe_case_id"]
+__all__ = ["LAYOUTS", "detect_layout", "load_datalist", "safe_case_id"]
 
 # What each layout's folder must hold (used for detection and in error messages).
 LAYOUTS: dict[str, str] = {
@@ -29,15 +29,6 @@ LAYOUTS: dict[str, str] = {
     "liver_ct_2d": "train/ (and optionally val/) holding NNN.png images and NNN_mask.png masks",
     "folders": "images/ and labels/ holding files (or DICOM series folders) matched by file stem",
     "decathlon": "dataset.json with a 'training' list of {'image': ..., 'label': ...} (Medical Segmentation Decathlon)",
-}
-# How the 2D slices of each layout are oriented, as the axcodes of a volume sliced along its last axis
-# (``LoadSlice2Dd(axcodes=...)``): rows, then columns, then slices. EM has no patient orientation.
-DISPLAY_AXCODES: dict[str, str | None] = {
-    "isbi2012_em": None,
-    "lung_ct_2d": "PLS",  # radiological display: anterior at the top, patient right on the left
-    "liver_ct_2d": "ALS",  # vertically flipped: spine at the top, as raw LiTS NIfTI arrays
-    "folders": "PLS",
-    "decathlon": "PLS",
 }
 _LABEL_SUFFIXES = ("", "_mask", "_label", "_labels", "_seg", "_gt")
 _VOLUME_SUFFIXES = NIFTI_SUFFIXES + NRRD_SUFFIXES + TIFF_SUFFIXES + IMAGE_2D_SUFFIXES + (".dcm",)

@@ -20,13 +20,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from monai.data import ImageReader, MetaTensor
-from monai.transforms import LoadImage
+from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
-
-from .meta import tracking_meta
 
 __all__ = [
     "DicomSeries",
@@ -35,7 +32,6 @@ __all__ = [
     "find_dicom_series",
     "is_dicom_file",
     "is_dicom_seg",
-    "load_dicom_series",
     "series_geometry",
 ]
 
@@ -161,6 +157,70 @@ def _sort_key(path: str, ds: pydicom.Dataset) -> tuple:
     return (math.isnan(position), position if not math.isnan(position) else 0.0, instance or 0, path)
 
 
+def _candidate_files(root: str, recursive: bool) -> list[str]:
+    """The files to look at: ``root`` itself if it is a file, else the files in it (and its sub-folders), sorted,
+    without hidden files."""
+    if os.path.isfile(root):
+        paths = [root]
+    elif recursive:
+        paths = [os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files]
+    else:
+        paths = [os.path.join(root, f) for f in os.listdir(root)]
+    return sorted(p for p in paths if os.path.isfile(p) and not os.path.basename(p).startswith("."))
+
+
+def _group_key(path: str, ds: pydicom.Dataset) -> tuple:
+    """Which series a file belongs to: ``("uid", SeriesInstanceUID)``, or, where that is empty, ``("nouid", ...)``
+    with its folder, study, series number and description, modality, frame of reference, orientation and size."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "")
+    if uid:
+        return ("uid", uid)
+    return (
+        "nouid",
+        os.path.dirname(path),
+        str(ds.get("StudyInstanceUID", "") or ""),
+        _int_or_none(ds.get("SeriesNumber")),
+        str(ds.get("SeriesDescription", "") or ""),
+        str(ds.get("Modality", "") or ""),
+        str(ds.get("FrameOfReferenceUID", "") or ""),
+        _rounded(ds.get("ImageOrientationPatient", ())),
+        int(ds.Rows),
+        int(ds.Columns),
+    )
+
+
+def _series_of_group(
+    key: tuple, members: list[tuple[str, pydicom.Dataset]], no_uid_count: dict[tuple, int]
+) -> DicomSeries:
+    """The :class:`DicomSeries` of one group of files (sorted here along the slice normal); ``no_uid_count`` numbers
+    the series without SeriesInstanceUID per folder and series number."""
+    members.sort(key=lambda m: _sort_key(*m))
+    files = [m[0] for m in members]
+    first = members[0][1]
+    folder = os.path.dirname(files[0])
+    number = _int_or_none(first.get("SeriesNumber"))
+    if key[0] == "uid":
+        series_key = key[1]
+    else:
+        base = (folder, number)
+        no_uid_count[base] = no_uid_count.get(base, 0) + 1
+        series_key = f"noUID:{folder}:{'' if number is None else number}:{no_uid_count[base]}"
+    return DicomSeries(
+        key=series_key,
+        series_uid=key[1] if key[0] == "uid" else "",
+        folder=folder,
+        files=files,
+        modality=str(first.get("Modality", "") or ""),
+        description=str(first.get("SeriesDescription", "") or ""),
+        series_number=number,
+        study_uid=str(first.get("StudyInstanceUID", "") or ""),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
+        rows=int(first.Rows),
+        columns=int(first.Columns),
+        multiframe=any((_int_or_none(m[1].get("NumberOfFrames")) or 1) > 1 for m in members),
+    )
+
+
 def find_dicom_series(root: PathLike, recursive: bool = True) -> list[DicomSeries]:
     """Find every DICOM image series under ``root``, skipping non-DICOM files and non-image DICOM objects.
 
@@ -182,70 +242,17 @@ def find_dicom_series(root: PathLike, recursive: bool = True) -> list[DicomSerie
     root = os.path.abspath(os.fspath(root))
     if not os.path.exists(root):
         raise FileNotFoundError(f"DICOM folder not found: {root}")
-    if os.path.isfile(root):
-        paths = [root]
-    elif recursive:
-        paths = [os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files]
-    else:
-        paths = [os.path.join(root, f) for f in os.listdir(root)]
-    paths = sorted(p for p in paths if os.path.isfile(p) and not os.path.basename(p).startswith("."))
-
     groups: dict[tuple, list[tuple[str, pydicom.Dataset]]] = {}
-    for path in paths:
+    for path in _candidate_files(root, recursive):
         ds = _read_header(path)
         kind = "other" if ds is None else _classify(ds)
         if kind == "incomplete":
             warnings.warn(f"skipping DICOM file {path}: its header has no Rows/Columns (truncated?).", stacklevel=2)
         if kind != "image":
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
-        if uid:
-            key: tuple = ("uid", uid)
-        else:
-            key = (
-                "nouid",
-                os.path.dirname(path),
-                str(ds.get("StudyInstanceUID", "") or ""),
-                _int_or_none(ds.get("SeriesNumber")),
-                str(ds.get("SeriesDescription", "") or ""),
-                str(ds.get("Modality", "") or ""),
-                str(ds.get("FrameOfReferenceUID", "") or ""),
-                _rounded(ds.get("ImageOrientationPatient", ())),
-                int(ds.Rows),
-                int(ds.Columns),
-            )
-        groups.setdefault(key, []).append((path, ds))
-
-    series = []
+        groups.setdefault(_group_key(path, ds), []).append((path, ds))
     no_uid_count: dict[tuple, int] = {}
-    for key, members in groups.items():
-        members.sort(key=lambda m: _sort_key(*m))
-        files = [m[0] for m in members]
-        first = members[0][1]
-        folder = os.path.dirname(files[0])
-        number = _int_or_none(first.get("SeriesNumber"))
-        if key[0] == "uid":
-            series_key = key[1]
-        else:
-            base = (folder, number)
-            no_uid_count[base] = no_uid_count.get(base, 0) + 1
-            series_key = f"noUID:{folder}:{'' if number is None else number}:{no_uid_count[base]}"
-        series.append(
-            DicomSeries(
-                key=series_key,
-                series_uid=key[1] if key[0] == "uid" else "",
-                folder=folder,
-                files=files,
-                modality=str(first.get("Modality", "") or ""),
-                description=str(first.get("SeriesDescription", "") or ""),
-                series_number=number,
-                study_uid=str(first.get("StudyInstanceUID", "") or ""),
-                frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "") or ""),
-                rows=int(first.Rows),
-                columns=int(first.Columns),
-                multiframe=any((_int_or_none(m[1].get("NumberOfFrames")) or 1) > 1 for m in members),
-            )
-        )
+    series = [_series_of_group(key, members, no_uid_count) for key, members in groups.items()]
     series.sort(key=lambda s: (s.folder, s.series_number if s.series_number is not None else -1, s.key))
     return series
 
@@ -276,6 +283,94 @@ def _distinct(values: Sequence[Any], files: Sequence[str], fmt: Any = str) -> st
     return ", ".join(f"{fmt(v)} ({len(fs)} file{'s' * (len(fs) > 1)}, e.g. {fs[0]})" for v, fs in seen.items())
 
 
+def _check_slice_headers(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
+    """Raise where the slices differ in size, orientation or pixel spacing, or where several slices lack their
+    position; warn where a single slice has no position or the series no PixelSpacing."""
+    sizes = [(int(h.Rows), int(h.Columns)) for h in headers]
+    if len(set(sizes)) > 1:
+        raise ValueError(
+            f"{where}: slices differ in size (rows x columns): {_distinct(sizes, files, lambda v: f'{v[0]}x{v[1]}')}."
+        )
+    geometry_tags = ("ImagePositionPatient", "ImageOrientationPatient")
+    missing = [f for h, f in zip(headers, files) if any(t not in h for t in geometry_tags)]
+    if missing:
+        if len(headers) > 1:
+            raise ValueError(
+                f"{where}: cannot order the slices: ImagePositionPatient/ImageOrientationPatient missing in "
+                f"{len(missing)} file(s), e.g. {missing[0]}."
+            )
+        warnings.warn(
+            f"{files[0]}: no ImagePositionPatient/ImageOrientationPatient; the affine is a pixel-spacing scaling.",
+            stacklevel=4,
+        )
+    iops = [_rounded(h.get("ImageOrientationPatient", (1, 0, 0, 0, 1, 0)), 4) for h in headers]
+    if len(set(iops)) > 1:
+        raise ValueError(
+            f"{where}: slices have different orientations (ImageOrientationPatient): {_distinct(iops, files)}; "
+            "a localizer or another stack is mixed into the series."
+        )
+    spacings = [_rounded(h.get("PixelSpacing", (1.0, 1.0)), 4) for h in headers]
+    if len(set(spacings)) > 1:
+        raise ValueError(f"{where}: slices have different PixelSpacing: {_distinct(spacings, files)}.")
+    if "PixelSpacing" not in headers[0]:
+        warnings.warn(f"{where}: no PixelSpacing; assuming 1 mm pixels.", stacklevel=4)
+
+
+def _check_regular_steps(along: np.ndarray, files: Sequence[str], where: str, rtol: float) -> None:
+    """Raise where two slices share a position, or where the steps between the (sorted) positions ``along`` the
+    slice normal are not all equal: slices missing (a step that is a multiple of the smallest) or irregular."""
+    steps = np.diff(along)
+    step = float(steps.min())
+    tol = max(rtol * abs(step), 1e-4)
+    dup = [i for i, s in enumerate(steps) if s <= tol]
+    if dup:
+        i = dup[0]
+        raise ValueError(
+            f"{where}: {len(dup)} pair(s) of slices share a position, e.g. {files[i]} and "
+            f"{files[i + 1]} (both at {along[i]:.3f} mm along the slice normal): the folder holds more than "
+            "one volume (repeated acquisition, time points or echoes); separate them."
+        )
+    problems = []
+    for i, s in enumerate(steps):
+        if abs(s - step) <= tol:
+            continue
+        ratio = s / step
+        gap = f"between {files[i]} ({along[i]:.3f} mm) and {files[i + 1]} ({along[i + 1]:.3f} mm)"
+        if abs(ratio - round(ratio)) * step <= tol:
+            problems.append(f"{round(ratio) - 1} slice(s) missing {gap}")
+        else:
+            problems.append(f"irregular step of {s:.3f} mm {gap}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ValueError(
+            f"{where}: the {len(along)} slices do not form a regular volume (step {step:.3f} mm): {shown}. "
+            "Supply the missing files or remove the extra ones; no volume is built because its geometry would be wrong."
+        )
+
+
+def _slice_step(positions: np.ndarray, normal: np.ndarray, pixel: float, where: str) -> np.ndarray:
+    """The vector from one slice to the next, from the first and last of the (sorted) ``positions``; raise where
+    the positions are off that line by more than a tenth of a ``pixel`` (mm), warn where it is oblique to
+    ``normal`` (gantry tilt)."""
+    n = len(positions)
+    stack = (positions[-1] - positions[0]) / (n - 1)
+    expected = positions[0] + np.outer(np.arange(n), stack)
+    off_line = np.linalg.norm(positions - expected, axis=1).max()
+    if off_line > max(0.1 * pixel, 1e-3):
+        raise ValueError(
+            f"{where}: the slice positions (ImagePositionPatient) do not lie on a line (up to {off_line:.2f} mm "
+            "off); the slices do not form one volume."
+        )
+    cos_tilt = float(np.dot(stack, normal) / np.linalg.norm(stack))
+    if cos_tilt < 1 - 1e-4:
+        warnings.warn(
+            f"{where}: slices are stacked {math.degrees(math.acos(min(cos_tilt, 1.0))):.1f} degrees off their normal "
+            "(gantry tilt); the affine is sheared so that world coordinates stay exact.",
+            stacklevel=4,
+        )
+    return stack
+
+
 def series_geometry(
     headers: Sequence[pydicom.Dataset], files: Sequence[str], name: str = "", rtol: float = 0.01
 ) -> tuple[list[int], np.ndarray]:
@@ -299,37 +394,8 @@ def series_geometry(
         UserWarning: the slices are stacked obliquely to their normal (gantry tilt); the affine is then sheared so
             that world coordinates stay exact.
     """
-    n = len(headers)
     where = name or (os.path.dirname(files[0]) if files else "DICOM series")
-    sizes = [(int(h.Rows), int(h.Columns)) for h in headers]
-    if len(set(sizes)) > 1:
-        raise ValueError(
-            f"{where}: slices differ in size (rows x columns): {_distinct(sizes, files, lambda v: f'{v[0]}x{v[1]}')}."
-        )
-    geometry_tags = ("ImagePositionPatient", "ImageOrientationPatient")
-    missing = [f for h, f in zip(headers, files) if any(t not in h for t in geometry_tags)]
-    if missing:
-        if n > 1:
-            raise ValueError(
-                f"{where}: cannot order the slices: ImagePositionPatient/ImageOrientationPatient missing in "
-                f"{len(missing)} file(s), e.g. {missing[0]}."
-            )
-        warnings.warn(
-            f"{files[0]}: no ImagePositionPatient/ImageOrientationPatient; the affine is a pixel-spacing scaling.",
-            stacklevel=3,
-        )
-    iops = [_rounded(h.get("ImageOrientationPatient", (1, 0, 0, 0, 1, 0)), 4) for h in headers]
-    if len(set(iops)) > 1:
-        raise ValueError(
-            f"{where}: slices have different orientations (ImageOrientationPatient): {_distinct(iops, files)}; "
-            "a localizer or another stack is mixed into the series."
-        )
-    spacings = [_rounded(h.get("PixelSpacing", (1.0, 1.0)), 4) for h in headers]
-    if len(set(spacings)) > 1:
-        raise ValueError(f"{where}: slices have different PixelSpacing: {_distinct(spacings, files)}.")
-    if "PixelSpacing" not in headers[0]:
-        warnings.warn(f"{where}: no PixelSpacing; assuming 1 mm pixels.", stacklevel=3)
-
+    _check_slice_headers(headers, files, where)
     iop = np.asarray(headers[0].get("ImageOrientationPatient", (1, 0, 0, 0, 1, 0)), float)
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
@@ -338,61 +404,19 @@ def series_geometry(
     along = positions @ normal
     order = [int(i) for i in np.argsort(along, kind="stable")]
     positions, along = positions[order], along[order]
-    ordered_files = [files[i] for i in order]
 
     affine = np.eye(4)
     affine[:3, 0] = row_dir * d_col  # array axis 0: column index, along a row
     affine[:3, 1] = col_dir * d_row  # array axis 1: row index, down a column
     affine[:3, 3] = positions[0]
-    if n == 1:
+    if len(headers) == 1:
         thickness = headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness") or 1.0
         affine[:3, 2] = normal * float(thickness)
         return order, affine
-
-    steps = np.diff(along)
-    step = float(steps.min())
-    tol = max(rtol * abs(step), 1e-4)
-    dup = [i for i, s in enumerate(steps) if s <= tol]
-    if dup:
-        i = dup[0]
-        raise ValueError(
-            f"{where}: {len(dup)} pair(s) of slices share a position, e.g. {ordered_files[i]} and "
-            f"{ordered_files[i + 1]} (both at {along[i]:.3f} mm along the slice normal): the folder holds more than "
-            "one volume (repeated acquisition, time points or echoes); separate them."
-        )
-    problems = []
-    for i, s in enumerate(steps):
-        if abs(s - step) <= tol:
-            continue
-        ratio = s / step
-        gap = f"between {ordered_files[i]} ({along[i]:.3f} mm) and {ordered_files[i + 1]} ({along[i + 1]:.3f} mm)"
-        if abs(ratio - round(ratio)) * step <= tol:
-            problems.append(f"{round(ratio) - 1} slice(s) missing {gap}")
-        else:
-            problems.append(f"irregular step of {s:.3f} mm {gap}")
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ValueError(
-            f"{where}: the {n} slices do not form a regular volume (step {step:.3f} mm): {shown}. "
-            "Supply the missing files or remove the extra ones; no volume is built because its geometry would be wrong."
-        )
+    ordered_files = [files[i] for i in order]
+    _check_regular_steps(along, ordered_files, where, rtol)
     _warn_instance_gaps([headers[i] for i in order], ordered_files, where)  # the positions cannot tell
-    stack = (positions[-1] - positions[0]) / (n - 1)
-    expected = positions[0] + np.outer(np.arange(n), stack)
-    off_line = np.linalg.norm(positions - expected, axis=1).max()
-    if off_line > max(0.1 * min(d_row, d_col), 1e-3):
-        raise ValueError(
-            f"{where}: the slice positions (ImagePositionPatient) do not lie on a line (up to {off_line:.2f} mm "
-            "off); the slices do not form one volume."
-        )
-    cos_tilt = float(np.dot(stack, normal) / np.linalg.norm(stack))
-    if cos_tilt < 1 - 1e-4:
-        warnings.warn(
-            f"{where}: slices are stacked {math.degrees(math.acos(min(cos_tilt, 1.0))):.1f} degrees off their normal "
-            "(gantry tilt); the affine is sheared so that world coordinates stay exact.",
-            stacklevel=3,
-        )
-    affine[:3, 2] = stack
+    affine[:3, 2] = _slice_step(positions, normal, min(d_row, d_col), where)
     return order, affine
 
 
@@ -594,7 +618,7 @@ class DicomSegReader(ImageReader):
         Raises:
             ValueError: the file is not a readable DICOM SEG.
         """
-        import highdicom as hd
+        import highdicom as hd  # not a cycle: a 0.3-0.8 s import that only SEG inputs need
 
         path = os.fspath(data if isinstance(data, (str, os.PathLike)) else data[0])
         if not os.path.isfile(path):
@@ -633,22 +657,3 @@ class DicomSegReader(ImageReader):
             "labels": labels,
         }
         return array, meta
-
-
-def load_dicom_series(folder: PathLike, series_uid: str | None = None, **reader_kwargs: Any) -> MetaTensor:
-    """Load a DICOM series folder as a ``(1, columns, rows, slices)`` MetaTensor in HU with a RAS affine.
-
-    Args:
-        folder: the series folder (or a folder tree holding it).
-        series_uid: the series to read where the folder holds several.
-        reader_kwargs: other :class:`DicomSeriesReader` arguments.
-
-    Returns:
-        the channel-first volume; ``.affine`` maps voxel indices to RAS mm.
-
-    Raises:
-        ValueError: see :class:`DicomSeriesReader`.
-    """
-    reader = DicomSeriesReader(series_uid=series_uid, **reader_kwargs)
-    with tracking_meta():  # a MetaTensor with its affine even where metadata tracking is switched off
-        return LoadImage(image_only=True, ensure_channel_first=True)(os.fspath(folder), reader=reader)

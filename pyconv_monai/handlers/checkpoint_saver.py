@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver"]
 
 
 class AtomicDiskSaver(DiskSaver):
-    """ignite ``DiskSaver`` that writes atomically (temporary file, fsync, rename) and can use a fixed filename.
+    """ignite's atomic ``DiskSaver`` (temporary file, rename) with an fsync, a fixed filename, and removals that wait.
 
     ignite removes the previous checkpoint before writing the next one, so a process killed while saving would be
     left with none. Here removals wait until the new file is in place: with a fixed filename the new file simply
@@ -38,7 +36,7 @@ class AtomicDiskSaver(DiskSaver):
         dirname: folder of the checkpoints (created at the first save).
         filename: fixed file name to write instead of ignite's generated one, e.g. ``"model.pt"``.
         keep_existing: before the first save, keep files an earlier run left with
-            :func:`pyconv_monai.workflows.preserve_existing` (``model.pt`` becomes ``model.<timestamp>.pt``):
+            :func:`pyconv_monai.utils.preserve_existing` (``model.pt`` becomes ``model.<timestamp>.pt``):
             ``True`` keeps the file this save writes; a regular expression (e.g. ``r"checkpoint_epoch=\\d+\\.pt"``)
             every file of ``dirname`` whose whole name matches it; ``False`` replaces them. :meth:`claim` turns it
             off (a resumed run owns the files).
@@ -78,21 +76,17 @@ class AtomicDiskSaver(DiskSaver):
         self._pending_removal.clear()
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        """ignite's atomic save (temporary file in ``dirname``, ``os.replace``) plus what it lacks: the folder is
+        made here, at the first save, and the temporary file is flushed to disk (``fsync``) before the rename, so
+        that a power loss cannot leave an empty file under the final name."""
+
+        def save_and_sync(obj: Mapping, f: Any, **kwargs: Any) -> None:
+            func(obj, f, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+
         self.dirname.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                func(checkpoint, f, **self.kwargs)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask | stat.S_IRUSR | stat.S_IWUSR)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        super()._save_func(checkpoint, path, save_and_sync)
 
     def remove(self, filename: str) -> None:
         """Remove ``filename`` after the next successful save (never, for a fixed filename: it is replaced)."""

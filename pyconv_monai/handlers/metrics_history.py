@@ -36,7 +36,7 @@ class MetricsHistorySaver:
 
     Attach it to the trainer after the ``ValidationHandler``. The file is rewritten atomically at each epoch. A
     resumed run keeps the rows of the epochs before the one it resumes at; a fresh run keeps the file an earlier
-    run left (as ``<name>.<timestamp>.csv``, see :func:`pyconv_monai.workflows.preserve_existing`) when it writes
+    run left (as ``<name>.<timestamp>.csv``, see :func:`pyconv_monai.utils.preserve_existing`) when it writes
     its first row. Nothing is written before the first epoch ends.
 
     Args:

@@ -5,8 +5,8 @@
 
 from .blocks import FastPyConv, PyConv, PyConvNormAct, TwoPyConv
 from .nets import FCN8s, PyConvUNet, PyConvUnet, UNetPlusPlus, ValidUNet
+from .pyconv_tuning import OPTIMIZE_MODES, autotune_pyconv, optimize_pyconv, pyconv_modes
 from .registry import NETWORKS, NetworkSpec, get_network, list_networks
-from .utils import OPTIMIZE_MODES, autotune_pyconv, optimize_pyconv, pyconv_modes
 
 __all__ = [
     "FCN8s",

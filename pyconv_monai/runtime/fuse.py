@@ -69,7 +69,7 @@ class FusedPyConvNormAct(nn.Module):
                 # output channel k of the part: group j, then the level's channels of that group, level by level
                 final = []
                 for j in range(part.groups):
-                    for i in part.levels:
+                    for i in part.level_indices:
                         c = conv.level_channels[i] // part.groups
                         final += [starts[i] + j * c + t for t in range(c)]
                 final_t = torch.as_tensor(final)

@@ -19,7 +19,7 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,31 @@ def _path_str(path: Any, key: Hashable | None = None) -> str:
         where = f"item[{key!r}]" if key is not None else "filename"
         raise TypeError(f"{where} must be a file or folder path, got {type(path).__name__}.")
     return os.path.abspath(os.fspath(path))
+
+
+def _source(value: Any, key: Hashable | None = None) -> str | tuple[str, ...]:
+    """A path, or the files of one DICOM series (a list or tuple of paths), as absolute paths."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            where = f"item[{key!r}]" if key is not None else "filename"
+            raise ValueError(f"{where} is an empty list; expected a path or the files of one DICOM series.")
+        return tuple(_path_str(v, key) for v in value)
+    return _path_str(value, key)
+
+
+def _name(source: str | tuple[str, ...]) -> str:
+    """How messages name a source: its path, or the folder of a DICOM series given by its files."""
+    return source if isinstance(source, str) else os.path.dirname(source[0])
+
+
+def _kind(source: str | tuple[str, ...]) -> str:
+    """:func:`pyconv_monai.data.image_kind`; ``"dicom_series"`` for a list of DICOM files."""
+    if isinstance(source, str):
+        return image_kind(source)
+    for path in source:
+        if image_kind(path) != "dicom":  # raises FileNotFoundError for a missing file
+            raise ValueError(f"{path}: not a DICOM image file; a list of files must be the DICOM files of one series.")
+    return "dicom_series"
 
 
 def _grayscale(img: MetaTensor, path: str, picture: bool) -> MetaTensor:
@@ -166,6 +191,8 @@ class LoadVolume(Transform):
     NRRD) are reoriented with MONAI's ``Orientation``, so slicing the last axis gives 2D slices in display order
     (``"PLS"``: axial, radiological). Multi-channel images, colour images and NaN/Inf values raise ``ValueError``
     naming the file (RGB with equal channels is read as gray; ``nonfinite="fill"`` replaces NaN/Inf with a warning).
+    A DICOM series is given by its folder (with ``series_uid`` where the folder holds several) or by the list of its
+    files (as :func:`pyconv_monai.data.find_cases` lists them), read with :class:`pyconv_monai.data.DicomSeriesReader`.
 
     Args:
         axcodes: target orientation of volumes with geometry, ``None`` to keep the stored one.
@@ -189,14 +216,16 @@ class LoadVolume(Transform):
         self._cache = _LRU(cache_size)
         self._loader = LoadImage(image_only=True, ensure_channel_first=True, dtype=dtype)
 
-    def __call__(self, filename: str | os.PathLike, series_uid: str | None = None) -> MetaTensor:
+    def __call__(
+        self, filename: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None
+    ) -> MetaTensor:
         """
         Args:
-            filename: file or DICOM series folder.
+            filename: file, DICOM series folder, or the files of one DICOM series.
             series_uid: the series to read from a DICOM folder holding several.
 
         Raises:
-            FileNotFoundError: the path does not exist.
+            FileNotFoundError: the path (or a file of the list) does not exist.
             ValueError: unsupported, unreadable or truncated file; several DICOM series and none chosen; irregular
                 DICOM geometry; not grayscale; NaN/Inf values.
         """
@@ -204,34 +233,39 @@ class LoadVolume(Transform):
             vol = self.cached(filename, series_uid)
             return _output(vol.clone() if self._cache.size > 0 else vol, track)
 
-    def cached(self, filename: str | os.PathLike, series_uid: str | None = None) -> MetaTensor:
+    def cached(
+        self, filename: str | os.PathLike | Sequence[str | os.PathLike], series_uid: str | None = None
+    ) -> MetaTensor:
         """Like ``__call__``, but returns the cached MetaTensor itself: callers must not modify it in place."""
-        path = _path_str(filename)
+        source = _source(filename)
         with tracking_meta():
-            return self._cache.get(("volume", path, series_uid), lambda: self._load(path, series_uid))
+            return self._cache.get(("volume", source, series_uid), lambda: self._load(source, series_uid))
 
-    def _read(self, path: str, series_uid: str | None = None, page: int | None = None) -> tuple[MetaTensor, str]:
+    def _read(
+        self, path: str | tuple[str, ...], series_uid: str | None = None, page: int | None = None
+    ) -> tuple[MetaTensor, str]:
         """Read channel-first with the right MONAI reader and check it; returns the image and its kind.
 
         Exceptions of the format libraries are re-raised as ``ValueError`` naming the file.
         """
-        kind = image_kind(path)
-        reader = get_reader(path, series_uid=series_uid, kind=kind, **({} if page is None else {"page": page}))
+        kind, name = _kind(path), _name(path)
+        reader = get_reader(name, series_uid=series_uid, kind=kind, **({} if page is None else {"page": page}))
         try:
             img = self._loader(path, reader=reader)
         except (ValueError, FileNotFoundError):
             raise
         except Exception as e:  # nibabel, Pillow, pynrrd, zlib errors on truncated or corrupt files
-            raise ValueError(f"{path}: cannot read the image ({type(e).__name__}: {e}); is the file complete?") from e
-        img = _grayscale(img, path, picture=kind in ("image2d", "tiff"))
-        return _finite(img, path, self.nonfinite), kind
+            raise ValueError(f"{name}: cannot read the image ({type(e).__name__}: {e}); is the file complete?") from e
+        img = _grayscale(img, name, picture=kind in ("image2d", "tiff"))
+        return _finite(img, name, self.nonfinite), kind
 
-    def _load(self, path: str, series_uid: str | None) -> MetaTensor:
+    def _load(self, path: str | tuple[str, ...], series_uid: str | None) -> MetaTensor:
         img, kind = self._read(path, series_uid)
         if img.ndim == 3:  # a 2D image: a volume of one slice
             img = img.unsqueeze(-1)
         if img.ndim != 4:
-            raise ValueError(f"{path}: spatial shape {tuple(img.shape[1:])}; expected a 2D image or a 3D volume.")
+            shape = tuple(img.shape[1:])
+            raise ValueError(f"{_name(path)}: spatial shape {shape}; expected a 2D image or a 3D volume.")
         if self.axcodes is not None and kind in GEOMETRY_KINDS:
             img = Orientation(axcodes=self.axcodes, labels=None)(img)
         return img
@@ -308,8 +342,13 @@ class LoadSlice2D(Transform):
 class LoadVolumed(MapTransform):
     """Dictionary version of :class:`LoadVolume`; later keys (labels) must lie on the first key's voxel grid.
 
+    Training and evaluation load volumes with it, and inference (:class:`pyconv_monai.workflows.SegmentationPredictor`,
+    the bundles' ``loader``) loads every case with it: ``{"image": path or the files of a DICOM series,
+    "series_uid": ...}``. Meta of DICOM series: ``modality``, ``series_uid``, ``series_description``.
+
     Args:
-        keys: keys of the paths to load; the first is the reference image.
+        keys: keys of the paths to load (the first key may hold the files of one DICOM series); the first is the
+            reference image.
         series_uid_key: item key holding the DICOM series of the first key, where its folder holds several.
         axcodes: see :class:`LoadVolume`.
         dtype: output dtype.
@@ -345,14 +384,14 @@ class LoadVolumed(MapTransform):
         ref: tuple[MetaTensor, str] | None = None
         with tracking_meta() as track:
             for i, key in enumerate(self.key_iterator(d)):
-                path = _path_str(d[key], key)
-                vol = self.volumes.cached(path, d.get(self.series_uid_key) if i == 0 else None)
+                source = _source(d[key], key) if i == 0 else _path_str(d[key], key)
+                vol = self.volumes.cached(source, d.get(self.series_uid_key) if i == 0 else None)
                 if self.volumes._cache.size > 0:
                     vol = vol.clone()
                 if ref is None:
-                    ref = (vol, path)
+                    ref = (vol, _name(source))
                 else:
-                    vol = align_to_reference(vol, path, ref[0], ref[1], self.resample_labels, self.tol)
+                    vol = align_to_reference(vol, _name(source), ref[0], ref[1], self.resample_labels, self.tol)
                 d[key] = vol
             for key in self.key_iterator(d):
                 d[key] = _output(d[key], track)

@@ -1,7 +1,8 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Label transforms: binarise {0, 255} masks (refusing masks that are not binary) and map multi-class label values."""
+"""Label transforms: binarise {0, 255} masks, refusing masks that are not binary (thresholding is MONAI's
+``AsDiscrete``), and map multi-class label values."""
 
 from __future__ import annotations
 
@@ -28,18 +29,15 @@ def _listing(values: torch.Tensor, limit: int = 10) -> str:
 
 
 class BinarizeLabel(Transform):
-    """Turn a binary mask into ``{0, 1}``: ``{0, 255}`` (or any ``{0, v}``) becomes ``{0, 1}``.
+    """Turn a binary mask into ``{0, 1}``: ``{0, 255}`` (or any ``{0, v}``) becomes ``{0, 1}``; refuse any other mask.
 
-    Args:
-        threshold: ``None`` (default) accepts only masks with at most one non-zero value and raises ``ValueError``
-            naming the file for any other; a number binarises every mask as ``label > threshold`` without checks
-            (for masks saved with interpolation or lossy compression).
+    What MONAI's ``AsDiscrete(threshold=...)`` does not: it checks that the mask holds at most one non-zero value and
+    names the file when it does not (a multi-class label or a mask saved with interpolation, which a threshold would
+    silently merge or cut). For such masks, threshold with ``AsDiscrete(threshold=...)`` or map the classes with
+    :class:`MapLabels` instead.
     """
 
     backend = [TransformBackends.TORCH]
-
-    def __init__(self, threshold: float | None = None) -> None:
-        self.threshold = threshold
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """
@@ -47,22 +45,18 @@ class BinarizeLabel(Transform):
             the mask in ``{0, 1}``, of the input's type and dtype.
 
         Raises:
-            ValueError: ``threshold`` is ``None`` and the mask holds more than one non-zero value.
+            ValueError: the mask holds more than one non-zero value.
         """
         img_t = convert_to_tensor(img, track_meta=True)
         raw = img_t.as_tensor() if isinstance(img_t, MetaTensor) else img_t
-        if self.threshold is not None:
-            out = raw > self.threshold
-        else:
-            values = torch.unique(raw)
-            nonzero = values[values != 0]
-            if len(nonzero) > 1:
-                raise ValueError(
-                    f"{_name(img_t)}: not a binary mask, values {_listing(values)}; expected {{0, 255}} or {{0, 1}}. "
-                    "Binarise with a threshold (BinarizeLabeld(threshold=127)) or map the classes with MapLabelsd."
-                )
-            out = raw != 0
-        return convert_to_dst_type(out, img)[0]  # the input's type and dtype
+        values = torch.unique(raw)
+        nonzero = values[values != 0]
+        if len(nonzero) > 1:
+            raise ValueError(
+                f"{_name(img_t)}: not a binary mask, values {_listing(values)}; expected {{0, 255}} or {{0, 1}}. "
+                "Binarise with a threshold (MONAI's AsDiscreted(threshold=127)) or map the classes with MapLabelsd."
+            )
+        return convert_to_dst_type(raw != 0, img)[0]  # the input's type and dtype
 
 
 class BinarizeLabeld(MapTransform):
@@ -70,17 +64,14 @@ class BinarizeLabeld(MapTransform):
 
     Args:
         keys: keys of the masks.
-        threshold: see :class:`BinarizeLabel`.
         allow_missing_keys: don't raise for missing keys.
     """
 
     backend = BinarizeLabel.backend
 
-    def __init__(
-        self, keys: KeysCollection = "label", threshold: float | None = None, allow_missing_keys: bool = False
-    ):
+    def __init__(self, keys: KeysCollection = "label", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.binarize = BinarizeLabel(threshold)
+        self.binarize = BinarizeLabel()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -1,14 +1,14 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What the bundles under ``bundles/`` share: transform recipes, paths and flags, distributed set-up, and the
-inference runner."""
+"""What the bundles' configs call: transform recipes, the data-set check, distributed set-up, the inference runner
+(:class:`SegmentationPredictor`) and its weights loading; ``export`` checks and zips a bundle."""
 
 from pyconv_monai.utils import as_bool
 
-from .bundle import bundle_root, require_dataset
+from .bundle import require_dataset
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
-from .inference import InferenceError, SegmentationPredictor, load_weights, orientation
+from .inference import InferenceError, SegmentationPredictor, load_checkpoint
 from .recipes import augmentation, case_names, load_transforms
 
 __all__ = [
@@ -16,16 +16,14 @@ __all__ = [
     "SegmentationPredictor",
     "as_bool",
     "augmentation",
-    "bundle_root",
     "case_names",
     "ddp",
     "distributed_device",
     "init_distributed",
     "is_main_process",
+    "load_checkpoint",
     "load_transforms",
-    "load_weights",
     "main_process_only",
-    "orientation",
     "rank",
     "require_dataset",
 ]

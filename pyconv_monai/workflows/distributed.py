@@ -10,9 +10,22 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from monai.handlers import CheckpointLoader, LrScheduleHandler, ValidationHandler
 from torch.nn.parallel import DistributedDataParallel
 
+from pyconv_monai.handlers import AtomicCheckpointSaver, LatestCheckpointHandler, ValidationEarlyStopHandler
+
 __all__ = ["init_distributed", "distributed_device", "ddp", "rank", "is_main_process", "main_process_only"]
+
+# handlers that change a run's state: every rank keeps them (validation, learning-rate schedule, checkpoints, stop)
+STATE_HANDLERS = (
+    ValidationHandler,
+    LrScheduleHandler,
+    CheckpointLoader,
+    AtomicCheckpointSaver,
+    LatestCheckpointHandler,
+    ValidationEarlyStopHandler,
+)
 
 
 def init_distributed() -> None:
@@ -51,21 +64,6 @@ def ddp(network: torch.nn.Module, device: torch.device) -> DistributedDataParall
     return DistributedDataParallel(network, device_ids=device_ids)
 
 
-def _state_handler_types() -> tuple[type, ...]:
-    from monai.handlers import CheckpointLoader, LrScheduleHandler, ValidationHandler
-
-    from pyconv_monai.handlers import AtomicCheckpointSaver, LatestCheckpointHandler, ValidationEarlyStopHandler
-
-    return (
-        ValidationHandler,
-        LrScheduleHandler,
-        CheckpointLoader,
-        AtomicCheckpointSaver,
-        LatestCheckpointHandler,
-        ValidationEarlyStopHandler,
-    )
-
-
 def main_process_only(handlers: Sequence[Any] | None, keep: Sequence[type] | None = None) -> list | None:
     """``handlers`` on rank 0; on the other ranks only those that change the run's state.
 
@@ -82,5 +80,5 @@ def main_process_only(handlers: Sequence[Any] | None, keep: Sequence[type] | Non
         return None
     if is_main_process():
         return list(handlers)
-    types = _state_handler_types() if keep is None else tuple(keep)
+    types = STATE_HANDLERS if keep is None else tuple(keep)
     return [h for h in handlers if isinstance(h, types)]

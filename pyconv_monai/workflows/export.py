@@ -37,13 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.handlers import CheckpointLoader
+
+import pyconv_monai
+from pyconv_monai.utils import bundles_root
+from pyconv_monai.workflows.inference import load_checkpoint
 
 __all__ = ["ExportError", "ZOO_MAX_FILE_MB", "CHECKS", "export_bundle", "zoo_metadata", "large_files_yaml"]
 
 logger = logging.getLogger(__name__)
 
 ZOO_MAX_FILE_MB = 25.0  # the Model Zoo keeps files over 25 MB out of git and lists them in large_files.yml
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "bundles" / "schemas"
+SCHEMAS_DIR = bundles_root() / "schemas"
 PLACEHOLDER_URL = "PLACEHOLDER: upload this file and put its download URL here"
 # the checks, in the order they run (names used in ExportError)
 CHECKS = (
@@ -193,12 +198,12 @@ def _compare_torchscript(ts_file: Path, config: Path, meta: dict[str, Any], ckpt
     """Run the exported module and the network of ``config`` with ``ckpt`` loaded on one input; raise if they differ."""
     from monai.bundle import ConfigParser
 
-    from pyconv_monai.workflows.inference import load_weights
-
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(bundle_root)
-    network = load_weights(parser.get_parsed_content("network_def"), ckpt, device="cpu").eval()
+    network = parser.get_parsed_content("network_def")
+    load_checkpoint(CheckpointLoader(load_path=str(ckpt), load_dict={"model": network}, map_location="cpu"))
+    network.eval()
     scripted = torch.jit.load(str(ts_file), map_location="cpu").eval()
     spec = meta["network_data_format"]["inputs"]["image"]
     shape = [1, int(spec.get("num_channels", 1)), *[int(s) for s in spec["spatial_shape"]]]
@@ -240,8 +245,6 @@ def _cpu_checkpoint(path: Path) -> list[str]:
 
 
 def _package_source() -> Path:
-    import pyconv_monai
-
     return Path(pyconv_monai.__file__).resolve().parent
 
 
@@ -327,7 +330,8 @@ def export_bundle(
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, staging / rel)
         (staging / "configs" / "metadata.json").write_text(json.dumps(zoo_meta, indent=4) + "\n")
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        # the code only: not pyconv_monai/bundles, the shipped bundles a wheel install carries as package data
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "bundles")
         shutil.copytree(_package_source(), staging / "pyconv_monai", ignore=ignore)
         meta_in_zip = staging / "configs" / "metadata.json"
 

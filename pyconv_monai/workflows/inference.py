@@ -6,10 +6,11 @@
 :class:`SegmentationPredictor` is what the bundles' ``inference.json`` runs. Per case (a DICOM series, a NIfTI or
 NRRD volume, a TIFF stack or a 2D image, found by :func:`pyconv_monai.data.find_cases`) it
 
-1. reads the image in its stored voxel order (DICOM: :class:`pyconv_monai.data.DicomSeriesReader`, HU),
-2. orients volumes with patient geometry (MONAI ``Orientation``, as the training loads) to the axes the network was
-   trained on (``axcodes``: ``"PLS"`` for slices in radiological display, ``"ALS"`` for the vertically flipped LiTS
-   slices; TIFF and 2D files as stored),
+1. reads the image in its stored voxel order with the loader training and evaluation use
+   (:class:`pyconv_monai.transforms.LoadVolumed`, the bundles' ``loader``; DICOM series in HU),
+2. orients volumes with patient geometry (MONAI ``Orientationd``, as the training loads; the bundles'
+   ``orientation``) to the axes the network was trained on (``"PLS"`` for slices in radiological display, ``"ALS"``
+   for the vertically flipped LiTS slices; TIFF and 2D files as stored),
 3. applies the preprocessing that matches the training data for that kind of input: for CT volumes the in-plane
    resampling to the bundle's ``pixel_spacing`` (:class:`pyconv_monai.transforms.InPlaneSpacingd`) and the CT window;
    TIFF and 2D files carry no spacing and are used as they are (the log says so),
@@ -17,11 +18,15 @@ NRRD volume, a TIFF stack or a 2D image, found by :func:`pyconv_monai.data.find_
    slices at a time, puts its output back on the input's grid (``invert``: MONAI ``Invertd``), then sigmoid and
    threshold (the bundle's ``postprocessing``),
 5. puts the mask back into the input's voxel order and writes it: NIfTI with the input's affine for DICOM, NIfTI and
-   NRRD input, plus a DICOM SEG for DICOM series; TIFF for TIFF; PNG for 2D images,
+   NRRD input, plus a DICOM SEG for DICOM series (its source headers read by
+   :func:`pyconv_monai.writers.series_headers` in the volume's slice order); TIFF for TIFF; PNG for 2D images,
 
 and records a row of ``volumes.csv`` (slices, foreground voxels, volume in mL). A case that fails (unreadable or
 incomplete series, wrong modality, an existing output) is logged with its name and recorded in the CSV; the other
 cases go on, and the run raises :class:`InferenceError` at the end.
+
+The weights are loaded once, before the first case, by MONAI's ``CheckpointLoader`` (the bundles'
+``checkpointloader``, as ``evaluate.json`` loads them) through :func:`load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -34,24 +39,27 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
+from ignite.engine import Engine
 from monai.data import MetaTensor
+from monai.handlers import CheckpointLoader
 from monai.inferers import Inferer, SliceInferer
-from monai.transforms import Compose, Orientationd
+from monai.transforms import Compose
 from monai.utils import optional_import
 
-from pyconv_monai.data import DEFAULT_EXCLUDE, SUPPORTED_FORMATS, DicomSeriesReader, find_cases
+from pyconv_monai.data import DEFAULT_EXCLUDE, SUPPORTED_FORMATS, find_cases
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 from pyconv_monai.data.meta import tracking_meta
 from pyconv_monai.runtime import RUNTIMES
 from pyconv_monai.runtime import runtime_options as runtime_options_of
 from pyconv_monai.runtime import select_runtime
+from pyconv_monai.transforms import LoadVolumed
 from pyconv_monai.transforms.spacing import in_plane_spacing
 from pyconv_monai.utils import as_bool, output_path, remove_stale_temps
 from pyconv_monai.writers import (
     mask_suffix,
+    series_headers,
     write_csv,
     write_dicom_seg,
     write_nifti_mask,
@@ -61,9 +69,11 @@ from pyconv_monai.writers import (
 
 tqdm, _has_tqdm = optional_import("tqdm", name="tqdm")
 
-__all__ = ["InferenceError", "SegmentationPredictor", "load_weights", "orientation"]
+__all__ = ["InferenceError", "SegmentationPredictor", "load_checkpoint"]
 
 logger = logging.getLogger(__name__)
+
+CSV_NAME = "volumes.csv"  # the results table in the output folder
 
 
 class InferenceError(RuntimeError):
@@ -78,68 +88,42 @@ class InferenceError(RuntimeError):
         self.rows = list(rows)
 
 
-def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike | None, device: Any = "cpu") -> torch.nn.Module:
-    """Load trained weights into ``network``: a state dict, or a checkpoint holding it under ``model``/``network``.
+def load_checkpoint(checkpoint_loader: CheckpointLoader) -> None:
+    """Run MONAI's ``CheckpointLoader`` once, outside a training or evaluation run, with errors that say what to do.
+
+    The handler loads a plain state dict (the shipped ``models/model.pt``, the best model the training saves) or a
+    checkpoint holding it under the ``load_dict`` key: the bundles' ``checkpointloader`` uses ``"network"``, the key
+    of the network in ``train.json``'s epoch checkpoints (``models/checkpoint_epoch=N.pt``), so both load. It runs
+    on a minimal ignite ``Engine``, which it needs for its state and logger.
 
     Args:
-        network: the bundle's network.
-        ckpt_file: ``models/model.pt`` as the training run writes it (DDP ``module.`` prefixes are removed).
-        device: where to map the tensors.
-
-    Returns:
-        ``network``.
+        checkpoint_loader: e.g. ``CheckpointLoader(load_path="models/model.pt", load_dict={"network": network})``.
 
     Raises:
-        FileNotFoundError: no file at ``ckpt_file``; the message says how to get or choose weights.
-        ValueError: the file is not a checkpoint, or its tensors do not fit the network.
+        FileNotFoundError: no file at ``load_path``; the message says how to get or choose weights.
+        ValueError: the file is not a readable checkpoint, or its tensors do not fit the network (named).
     """
-    path = None if ckpt_file is None else os.fspath(ckpt_file)
-    if path is None or not os.path.isfile(path):
+    path = os.path.abspath(os.fspath(checkpoint_loader.load_path))
+    if not os.path.isfile(path):
         raise FileNotFoundError(
             f"no model weights at {path}. Train the bundle first "
-            "(python -m monai.bundle run training --config_file <bundle>/configs/train.json writes "
-            "<bundle>/models/model.pt) or pass --ckpt_file /path/to/model.pt (pyconv-monai segment: --ckpt-file)."
+            "(from the bundle folder, python -m monai.bundle run training --config_file configs/train.json writes "
+            "models/model.pt there) or pass --ckpt_file /path/to/model.pt (pyconv-monai segment: --ckpt-file)."
         )
+    modules = [v for v in checkpoint_loader.load_dict.values() if isinstance(v, torch.nn.Module)]
+    what = ", ".join(type(m).__name__ for m in modules) or "objects"
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
-    state = ckpt
-    if isinstance(ckpt, Mapping):
-        for key in ("model", "network", "state_dict"):
-            if isinstance(ckpt.get(key), Mapping):
-                state = ckpt[key]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}.")
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-    try:
-        network.load_state_dict(state, strict=True)
+        checkpoint_loader(Engine(lambda engine, batch: None))
     except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
         detail = str(e).splitlines()
         raise ValueError(
-            f"{path} does not fit the network {type(network).__name__} (trained with another --network_name or "
+            f"{path} does not fit the network {what} (trained with another --network_name or "
             f"--network_def?): {' '.join(detail[:3])[:600]}"
         ) from e
-    return network
-
-
-def orientation(affine: np.ndarray, axcodes: str) -> tuple[np.ndarray, np.ndarray]:
-    """nibabel orientation transforms between an array's stored axes and ``axcodes`` (and back).
-
-    The same reorientation as MONAI's ``Orientation(axcodes)`` (nibabel's labels: ``"R"`` means the axis runs towards
-    the patient's right), done on plain arrays so that the mask can be put back exactly.
-
-    Args:
-        affine: the 4x4 voxel-to-RAS affine of the stored array.
-        axcodes: the target, e.g. ``"PLS"``.
-
-    Returns:
-        ``(forward, backward)`` for ``nibabel.orientations.apply_orientation``.
-    """
-    start = nib.orientations.io_orientation(np.asarray(affine, float))
-    target = nib.orientations.axcodes2ornt(tuple(axcodes.upper()))
-    return nib.orientations.ornt_transform(start, target), nib.orientations.ornt_transform(target, start)
+    except Exception as e:  # unpickling, truncated files, not a checkpoint at all
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
 
 
 def _ignored(w: warnings.WarningMessage) -> bool:
@@ -174,10 +158,16 @@ class SegmentationPredictor:
     Args:
         network: the 2D network (logits, one channel), e.g. the bundle's ``network_def``.
         output_dir: the output folder (created); nothing is written outside it.
-        ckpt_file: the weights (``models/model.pt``); ``None`` uses the network's weights as they are (for callers
-            that loaded them already).
+        checkpoint_loader: MONAI ``CheckpointLoader`` of the weights into ``network`` (the bundles'
+            ``checkpointloader``, ``load_path`` ``models/model.pt``), run once before the first case by
+            :func:`load_checkpoint`; ``None`` uses the network's weights as they are (for callers that loaded them
+            already).
+        loader: dictionary transform from ``{"image": path, or the files of a DICOM series, "series_uid": ...}`` to
+            ``{"image": (1, X, Y, Z)}``, a MetaTensor in its stored voxel order with its affine (DICOM series: meta
+            ``modality``); default: :class:`pyconv_monai.transforms.LoadVolumed` with ``axcodes=None``, the loader of
+            training and evaluation (the bundles' ``loader``).
         inferer: runs the network over a ``(1, C, H, W, N)`` volume; default: ``SliceInferer`` over the last axis,
-            whole slices, ``batch_size`` slices at a time.
+            whole slices, 4 slices at a time.
         preprocessing: dictionary transform of ``{"image": (1, H, W, N)}`` for inputs without patient geometry (TIFF,
             2D images): the training intensity transform.
         ct_preprocessing: the same for volumes with patient geometry (DICOM, NIfTI, NRRD, in HU); ``None`` uses
@@ -185,23 +175,19 @@ class SegmentationPredictor:
         postprocessing: from the inferer's output ``(C, H, W, N)`` to a binary mask (e.g. sigmoid and threshold);
             ``None`` thresholds logits at 0.
         orientation: dictionary transform of ``{"image": (1, X, Y, Z)}`` (stored voxel order, with its affine) that
-            orients volumes with geometry before slicing along the last axis, invertible (MONAI ``Orientationd``,
-            the bundles' ``orientation``); ``None``: MONAI ``Orientationd`` to ``axcodes``.
-        axcodes: orientation volumes with geometry are brought to before slicing along the last axis (``None``:
-            as stored).
-        expected_modality: DICOM series of another Modality are refused (``None``: any).
+            orients volumes with geometry before slicing along the last axis, invertible (MONAI ``Orientationd`` to
+            the bundle's ``axcodes``: the bundles' ``orientation``); ``None``: volumes are sliced as stored.
+        expected_modality: DICOM series of another Modality (the loaded meta's ``modality``) are refused
+            (``None``: any).
         segment: label and codes of the DICOM SEG segment (see :func:`pyconv_monai.writers.segment_description`).
         dicom_seg: write a DICOM SEG for each DICOM series.
-        batch_size: slices per forward pass of the default inferer.
         device: where the network runs.
         amp: mixed precision on CUDA.
         overwrite: replace existing outputs (otherwise a case whose outputs exist fails, and a run whose
             ``volumes.csv`` exists does not start).
         progress: progress bars (cases; slices) with ETA.
         exclude: file-name patterns not to segment (see :func:`pyconv_monai.data.find_cases`).
-        csv_name: name of the results table in ``output_dir``.
         algorithm: the algorithm's name in the DICOM SEG.
-        raise_on_error: raise :class:`InferenceError` after the run when a case failed.
         runtime: what runs the network: ``"auto"`` (on a CPU: OpenVINO, else ONNX Runtime, else torch), ``"torch"``
             (the reference), ``"onnxruntime"`` or ``"openvino"``; a runtime that is not installed falls back to
             torch with one log line (see :func:`pyconv_monai.runtime.select_runtime`).
@@ -213,53 +199,56 @@ class SegmentationPredictor:
             and on it flipped left to right (flipped back); three times the network's time.
         runtime_options: more arguments of :func:`pyconv_monai.runtime.select_runtime` (``precision``, ``mode``,
             ``cache_dir``, ``model_file``, ``threads``, ``size``); ``model_file`` defaults to ``model.onnx`` beside
-            ``ckpt_file``, used when it was exported from the same weights.
+            the checkpoint, used when it was exported from the same weights.
+
+    Raises:
+        ValueError: an unknown ``runtime``, or a ``checkpoint_loader`` that does not load into ``network``.
     """
 
     def __init__(
         self,
         network: torch.nn.Module,
         output_dir: str | os.PathLike,
-        ckpt_file: str | os.PathLike | None = None,
+        checkpoint_loader: CheckpointLoader | None = None,
+        loader: Callable | None = None,
         inferer: Inferer | None = None,
         preprocessing: Callable | Sequence[Callable] | None = None,
         ct_preprocessing: Callable | Sequence[Callable] | None = None,
         postprocessing: Callable | Sequence[Callable] | None = None,
-        axcodes: str | None = None,
         orientation: Callable | None = None,
         expected_modality: str | None = None,
         segment: Mapping[str, Any] | None = None,
         dicom_seg: bool | str = True,
-        batch_size: int = 4,
         device: str | torch.device = "cpu",
         amp: bool | str = False,
         overwrite: bool | str = False,
         progress: bool | str = True,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
-        csv_name: str = "volumes.csv",
         algorithm: str = "pyconv-monai",
-        raise_on_error: bool = True,
         runtime: str = "auto",
         runtime_options: Mapping[str, Any] | None = None,
         invert: Callable | None = None,
         max_slices: int = 16,
         tta: bool | str = False,
     ) -> None:
+        if checkpoint_loader is not None and not any(v is network for v in checkpoint_loader.load_dict.values()):
+            raise ValueError(
+                "the checkpoint loader must load into the predictor's network (its load_dict holds "
+                f"{', '.join(type(v).__name__ for v in checkpoint_loader.load_dict.values())}, not "
+                f"this {type(network).__name__})"
+            )
         self.device = torch.device(device)
         self.network = network.to(self.device)
         self.output_dir = os.path.abspath(os.fspath(output_dir))
-        self.ckpt_file = None if ckpt_file is None else os.fspath(ckpt_file)
+        self.checkpoint_loader = checkpoint_loader
+        self.loader = loader if loader is not None else LoadVolumed("image", axcodes=None)
         self.progress = as_bool(progress) and _has_tqdm
-        self.batch_size = int(batch_size)
         self.inferer = inferer or SliceInferer(
-            roi_size=(-1, -1), sw_batch_size=self.batch_size, spatial_dim=2, overlap=0.0, progress=self.progress
+            roi_size=(-1, -1), sw_batch_size=4, spatial_dim=2, overlap=0.0, progress=self.progress
         )
         self.preprocessing = _as_transform(preprocessing)
         self.ct_preprocessing = _as_transform(ct_preprocessing)
         self.postprocessing = _as_transform(postprocessing)
-        self.axcodes = axcodes or None
-        if orientation is None and self.axcodes:
-            orientation = Orientationd("image", axcodes=self.axcodes, labels=None)
         self.orientation = orientation
         self.expected_modality = expected_modality or None
         self.segment = dict(segment or {})
@@ -267,10 +256,8 @@ class SegmentationPredictor:
         self.amp = as_bool(amp)
         self.overwrite = as_bool(overwrite)
         self.exclude = tuple(exclude or ())
-        self.csv_name = csv_name
         self.algorithm = algorithm
-        self.raise_on_error = raise_on_error
-        self._weights_loaded = ckpt_file is None
+        self._weights_loaded = checkpoint_loader is None
         self.invert = invert
         self.max_slices = max(1, int(max_slices))
         self.tta = as_bool(tta)
@@ -303,26 +290,28 @@ class SegmentationPredictor:
             FileNotFoundError: the input or the weights do not exist.
             FileExistsError: ``volumes.csv`` exists in the output folder and ``overwrite`` is False.
             ValueError: no image under ``dataset_dir``, or weights that do not fit the network.
-            InferenceError: after all cases ran and the CSV was written, when a case failed and ``raise_on_error``.
+            InferenceError: after all cases ran and the CSV was written, when a case failed (its ``rows`` are the
+                CSV's).
         """
         start = time.perf_counter()
         if not os.path.exists(dataset_dir):
             raise FileNotFoundError(f"input not found: {os.path.abspath(dataset_dir)}")
-        csv_path = output_path(self.output_dir, self.csv_name)
+        csv_path = output_path(self.output_dir, CSV_NAME)
         if os.path.lexists(csv_path) and not self.overwrite:
             raise FileExistsError(
                 errno.EEXIST, "the output folder holds the results of an earlier run; pass --overwrite true "
                 "(pyconv-monai segment: --overwrite) to replace them, or choose another output folder", csv_path
             )  # fmt: skip
         if not self._weights_loaded:
-            load_weights(self.network, self.ckpt_file, self.device)
+            load_checkpoint(self.checkpoint_loader)
             self._weights_loaded = True
-            logger.info(f"loaded weights from {self.ckpt_file}")
+            logger.info(f"loaded weights from {os.path.abspath(os.fspath(self.checkpoint_loader.load_path))}")
         self.network.eval()
         if self._runner is None:
             options = dict(self.runtime_options)
-            if self.ckpt_file and "model_file" not in options:
-                options["model_file"] = os.path.join(os.path.dirname(os.path.abspath(self.ckpt_file)), "model.onnx")
+            if self.checkpoint_loader is not None and "model_file" not in options:
+                folder = os.path.dirname(os.path.abspath(os.fspath(self.checkpoint_loader.load_path)))
+                options["model_file"] = os.path.join(folder, "model.onnx")
             self._runner = select_runtime(self.network, self.runtime, self.device, **options)
         os.makedirs(self.output_dir, exist_ok=True)
         for path in remove_stale_temps(self.output_dir):
@@ -337,7 +326,7 @@ class SegmentationPredictor:
         failed = [r for r in rows if r["status"] != "ok"]
         seconds = time.perf_counter() - start
         logger.info(f"{len(rows) - len(failed)} of {len(rows)} case(s) segmented in {seconds:.1f} s; see {csv_path}")
-        if failed and self.raise_on_error:
+        if failed:
             listing = "; ".join(f"{r['case']}: {r['message']}" for r in failed[:5])
             more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
             raise InferenceError(
@@ -390,25 +379,23 @@ class SegmentationPredictor:
                 )
         return mask, seg
 
-    def _load(self, case: Mapping[str, Any]) -> tuple[MetaTensor, list | None]:
-        """The image ``(1, X, Y, Z)`` in its stored voxel order, and the DICOM headers in slice order (DICOM only)."""
-        from pyconv_monai.transforms import LoadVolume
-
-        if case["kind"] != "dicom_series":
-            return LoadVolume(axcodes=None)(case["image"]), None
-        reader = DicomSeriesReader()
-        data = reader.read(list(case["files"]))
-        modality = str(data.headers[0].get("Modality", "") or "")
-        if self.expected_modality and modality.upper() != self.expected_modality.upper():
+    def _load(self, case: Mapping[str, Any]) -> MetaTensor:
+        """The image ``(1, X, Y, Z)`` in its stored voxel order, read by ``loader``; DICOM series of another modality
+        than ``expected_modality`` are refused."""
+        dicom = case["kind"] == "dicom_series"
+        item = {"image": list(case["files"]) if dicom and case.get("files") else case["image"]}
+        item["series_uid"] = case.get("series_uid") or None
+        with tracking_meta():
+            vol = _unwrapped(self.loader, item)["image"]
+        if not isinstance(vol, MetaTensor):
+            raise ValueError(f"{case['image']}: the loader returned a {type(vol).__name__}, not a MetaTensor")
+        modality = str(vol.meta.get("modality", "") or "") if dicom else ""
+        if dicom and self.expected_modality and modality.upper() != self.expected_modality.upper():
             raise ValueError(
                 f"modality {modality or 'unknown'!r}: this bundle segments {self.expected_modality} images; "
                 "the series was not processed"
             )
-        array, meta = reader.get_data(data)
-        extra = {k: v for k, v in meta.items() if k not in ("affine", "original_affine", "spatial_shape")}
-        with tracking_meta():
-            vol = MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(meta["affine"]), meta=extra)
-        return vol, data.headers
+        return vol
 
     def _infer(self, image: torch.Tensor) -> torch.Tensor:
         """The network's output ``(C, H, W, N)`` (logits) for a preprocessed ``(1, H, W, N)`` image, on the CPU."""
@@ -472,8 +459,10 @@ class SegmentationPredictor:
     def _predict(self, case: Mapping[str, Any], row: dict) -> None:
         name, kind = str(case["case"]), case["kind"]
         mask_path, seg_path = self._outputs(name, kind)
-        vol, headers = self._load(case)
+        vol = self._load(case)
         affine = np.asarray(vol.affine, float)
+        # the DICOM SEG's source headers, in the volume's slice order, before anything is written
+        headers = series_headers(case["files"], affine) if seg_path is not None else None
         geometry = kind in GEOMETRY_KINDS
         reorient = self.orientation if geometry else None
         with tracking_meta():  # MONAI's Orientation, as the training loads

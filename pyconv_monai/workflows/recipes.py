@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from monai.transforms import RandSpatialCropd
+from monai.transforms import AsDiscreted, RandSpatialCropd
 from monai.utils import ensure_tuple
+
+from pyconv_monai.transforms import BinarizeLabeld, LoadSlice2Dd, pyconvunet_augmentation, unet_augmentation
 
 __all__ = ["load_transforms", "augmentation", "case_names"]
 
@@ -24,14 +26,18 @@ def load_transforms(intensity: Callable | Sequence[Callable] = (), label_thresho
 
     Args:
         intensity: the bundle's intensity transform(s) for ``image`` (CT window, EM normalisation, scaling).
-        label_threshold: see :class:`pyconv_monai.transforms.BinarizeLabeld` (``None``: masks must be binary).
+        label_threshold: ``None``: masks must be binary (``{0, 255}`` or ``{0, 1}``, else a ``ValueError`` names the
+            file; :class:`pyconv_monai.transforms.BinarizeLabeld`); a number: MONAI's ``AsDiscreted``, foreground is
+            ``label >= label_threshold``, unchecked (masks saved with interpolation or lossy compression).
 
     Returns:
-        ``[LoadSlice2Dd, *intensity, BinarizeLabeld]``.
+        ``[LoadSlice2Dd, *intensity, BinarizeLabeld or AsDiscreted]``; either gives a ``float32`` label in ``{0, 1}``.
     """
-    from pyconv_monai.transforms import BinarizeLabeld, LoadSlice2Dd
-
-    return [LoadSlice2Dd(keys=("image", "label")), *ensure_tuple(intensity), BinarizeLabeld("label", label_threshold)]
+    if label_threshold is None:
+        binarize = BinarizeLabeld("label")
+    else:
+        binarize = AsDiscreted("label", threshold=label_threshold)
+    return [LoadSlice2Dd(keys=("image", "label")), *ensure_tuple(intensity), binarize]
 
 
 def augmentation(
@@ -49,8 +55,6 @@ def augmentation(
     Raises:
         ValueError: for an unknown augmentation name.
     """
-    from pyconv_monai.transforms import pyconvunet_augmentation, unet_augmentation
-
     out: list = []
     if patch_size is not None:
         out.append(RandSpatialCropd(keys=keys, roi_size=list(patch_size), random_size=False))

@@ -6,7 +6,7 @@
 Each is written atomically and never over a user's file (:mod:`pyconv_monai.utils.files`).
 """
 
-from .dicom_seg import DEFAULT_SEGMENT, reference_headers, segment_description, write_dicom_seg
+from .dicom_seg import DEFAULT_SEGMENT, reference_headers, segment_description, series_headers, write_dicom_seg
 from .masks import MASK_SUFFIXES, mask_suffix, write_nifti_mask, write_png_mask, write_tiff_mask
 from .table import VOLUME_COLUMNS, write_csv
 
@@ -17,6 +17,7 @@ __all__ = [
     "mask_suffix",
     "reference_headers",
     "segment_description",
+    "series_headers",
     "write_csv",
     "write_dicom_seg",
     "write_nifti_mask",

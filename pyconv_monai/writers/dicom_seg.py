@@ -22,9 +22,11 @@ import pydicom
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from pyconv_monai import __version__
+from pyconv_monai.data import series_geometry
 from pyconv_monai.utils import atomic_write
 
-__all__ = ["DEFAULT_SEGMENT", "reference_headers", "segment_description", "write_dicom_seg"]
+__all__ = ["DEFAULT_SEGMENT", "reference_headers", "segment_description", "series_headers", "write_dicom_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,51 @@ def segment_description(segment: Mapping[str, Any] | None = None, algorithm: str
             name=algorithm[:64], version=(version or "unknown")[:64], family=codes.cid7162.ArtificialIntelligence
         ),
     )
+
+
+def series_headers(
+    files: Sequence[str | os.PathLike], affine: np.ndarray | None = None, atol: float = 1e-3
+) -> list[pydicom.Dataset]:
+    """The headers of a single-frame series' files (no pixel data), in the order of the loaded volume's slices.
+
+    :class:`pyconv_monai.data.DicomSeriesReader` (so :class:`pyconv_monai.transforms.LoadVolume`) stacks the files
+    along the slice normal (:func:`pyconv_monai.data.series_geometry`). This reads their headers with pydicom
+    (``stop_before_pixels``) and orders them the same way, so that header ``k`` is the source of slice ``k`` of the
+    volume as stored (frame ``k`` of :func:`write_dicom_seg`). The reader already warned about the series' geometry
+    (gantry tilt, InstanceNumber gaps); those warnings are not repeated.
+
+    Args:
+        files: the series' files, in any order.
+        affine: the voxel-to-RAS affine of the loaded volume in its stored order ``(columns, rows, slices)``; when
+            given, the headers' geometry must give the same affine (the volume was not reoriented or resampled).
+        atol: tolerance of that comparison, in mm.
+
+    Returns:
+        the headers, one per slice.
+
+    Raises:
+        ValueError: a header cannot be read, the files do not form one regular volume, or their geometry is not
+            ``affine``'s.
+    """
+    paths = [os.fspath(f) for f in files]
+    headers = []
+    for path in paths:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception as e:
+            raise ValueError(f"{path}: cannot read the DICOM header ({type(e).__name__}: {e}).") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        order, affine_lps = series_geometry(headers, paths)
+    if affine is not None:
+        ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
+        given = np.asarray(affine, float)
+        if given.shape != (4, 4) or not np.allclose(given, ras, atol=atol):
+            raise ValueError(
+                f"{os.path.dirname(paths[0])}: the image's affine is not the series' stored geometry; the DICOM SEG "
+                "needs the mask in the series' own voxel order (columns, rows, slices)."
+            )
+    return [headers[i] for i in order]
 
 
 def reference_headers(headers: Sequence[pydicom.Dataset]) -> tuple[list[pydicom.Dataset], list[str]]:
@@ -163,8 +210,6 @@ def write_dicom_seg(
             cannot be referenced.
         FileExistsError: the file exists and ``overwrite`` is False.
     """
-    import pyconv_monai
-
     mask = np.asarray(mask) > 0
     n = len(source_headers)
     if n == 0:
@@ -173,7 +218,7 @@ def write_dicom_seg(
     if mask.shape != (n, rows, cols):
         raise ValueError(f"mask shape {mask.shape} does not match the source: {n} frames of {rows}x{cols}.")
     sources, notes = reference_headers(source_headers)
-    description = segment_description(segment, algorithm, version or pyconv_monai.__version__)
+    description = segment_description(segment, algorithm, version or __version__)
     number = series_number
     if number is None:
         try:
@@ -208,8 +253,6 @@ def _segmentation(
     """The highdicom ``Segmentation`` object (binary, one segment, new series and instance UIDs)."""
     import highdicom as hd
 
-    import pyconv_monai
-
     with warnings.catch_warnings():
         # names copied from the source (e.g. "JANCT000") are not ours to fix
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
@@ -224,7 +267,7 @@ def _segmentation(
             instance_number=1,
             manufacturer="pyconv-monai",
             manufacturer_model_name=algorithm[:64],
-            software_versions=pyconv_monai.__version__,
+            software_versions=__version__,
             device_serial_number="0",
             series_description=series_description[:64],
             content_description=f"{description.SegmentLabel} by {algorithm}"[:64],

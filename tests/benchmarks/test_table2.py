@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from benchmarks import table2_cell, table2_protocol, table2_report, table2_results
 from tests.conftest import EMBEDDED_DATA, REPO
 
 CELL = "neuron_em_segmentation"
@@ -26,12 +27,11 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def table2():
+    """The command line, loaded from its path as ``python benchmarks/table2.py`` runs it."""
     spec = importlib.util.spec_from_file_location("table2", REPO / "benchmarks" / "table2.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["table2"] = module  # its dataclass needs its module registered
     spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("table2", None)
+    return module
 
 
 def run(table2, args: list[str]) -> int:
@@ -60,9 +60,9 @@ def test_one_cell_row_skip_and_resume(table2, tmp_path, capsys):
     metrics = dict(line.split(",")[:2] for line in (cell / "final" / "metrics.csv").read_text().splitlines())
     assert abs(float(metrics["val_mean_dice"]) - row["val_dice"]) < 1e-5  # the bundle's evaluate.json wrote it
     assert abs(row["best_epoch_val_dice"] - row["val_dice"]) < 1e-4  # the best checkpoint is the one evaluated
-    ious = table2.class_iou(cell / "final")  # the per-image CSV of the same evaluation gives back its MIoU
+    ious = table2_results.class_iou(cell / "final")  # the per-image CSV of the same evaluation gives back its MIoU
     assert abs(ious["miou"] - row["val_miou"]) < 1e-5 and abs(ious["foreground"] - row["val_fg_iou"]) < 1e-6
-    history = table2.read_history(cell / "history.csv")
+    history = table2_results.read_history(cell / "history.csv")
     assert [h["epoch"] for h in history] == [1] and np.isfinite(history[0]["train_loss"])
     with np.load(cell / "prediction.npz") as z:
         assert z["pred"].shape == (64, 64) and set(np.unique(z["pred"])) <= {0, 1}
@@ -88,23 +88,24 @@ def test_one_cell_row_skip_and_resume(table2, tmp_path, capsys):
     (row,) = rows_of(second)
     assert row["epochs"] == 2 and row["attempts"] == 2
     assert "--resume true" in (second / CELL / "unet" / "train.log").read_text()
-    assert [h["epoch"] for h in table2.read_history(second / CELL / "unet" / "history.csv")] == [1, 2]
+    assert [h["epoch"] for h in table2_results.read_history(second / CELL / "unet" / "history.csv")] == [1, 2]
 
 
 def test_commands_and_a_cell_stopped_at_its_deadline(table2, tmp_path):
     settings = {"epochs": 50, "batch_size": 5, "seed": 0, "train_subset": 10, "val_subset": 3, "overrides": []}
-    o = table2.bundle_overrides(settings, "pyconvunet", "lung_ct_segmentation", REPO / "d", tmp_path / "run")
-    cmd = table2.train_command("lung_ct_segmentation", o, resume=True)
+    o = table2_cell.bundle_overrides(settings, "pyconvunet", "lung_ct_segmentation", REPO / "d", tmp_path / "run")
+    cmd = table2_cell.train_command("lung_ct_segmentation", o, resume=True)
     assert cmd[1:6] == ["-m", "monai.bundle", "run", "training", "--config_file"]
     assert cmd[6] == "bundles/lung_ct_segmentation/configs/train.json" and cmd[-2:] == ["--resume", "true"]
     args = dict(zip(cmd[7::2], cmd[8::2]))
     assert args["--network_name"] == "pyconvunet" and args["--epochs"] == "50" and args["--batch_size"] == "5"
     assert args["--train_datalist"] == "$@split[0][:10]" and args["--val_datalist"] == "$@split[1][:3]"
     assert args["--ckpt_dir"] == str(tmp_path / "run" / "models") and args["--log_images"] == "false"
-    assert table2.is_paper_protocol({**table2.PROTOCOL, "seed": 3}) and not table2.is_paper_protocol(settings)
+    assert table2_protocol.is_paper_protocol({**table2_protocol.PROTOCOL, "seed": 3})
+    assert not table2_protocol.is_paper_protocol(settings)
 
     start = time.time()
-    rc, seconds, stopped = table2.run_process(
+    rc, seconds, stopped = table2_cell.run_process(
         [sys.executable, "-c", "import time; print('x', flush=True); time.sleep(60)"], tmp_path / "log", start + 1, "t"
     )
     assert stopped and rc != 0 and time.time() - start < 15 and "x" in (tmp_path / "log").read_text()
@@ -115,13 +116,13 @@ def synthetic_results(table2, root, device: str, settings: dict) -> None:
     rng = np.random.default_rng(0)
     (root / "settings.json").write_text(json.dumps(settings))
     lines = []
-    for d, dataset in enumerate(table2.DATASETS):
+    for d, dataset in enumerate(table2_protocol.DATASETS):
         label = np.zeros((32, 32), np.uint8)
         label[8:24, 8:24] = 1
         (root / dataset).mkdir()
         image = rng.random((32, 32)).astype(np.float16)
         np.savez(root / dataset / "figure_case.npz", image=image, label=label, case="case_7")
-        for m, model in enumerate(table2.MODELS):
+        for m, model in enumerate(table2_protocol.MODELS):
             run_dir = root / dataset / model
             run_dir.mkdir()
             epochs = settings["epochs"]
@@ -129,7 +130,7 @@ def synthetic_results(table2, root, device: str, settings: dict) -> None:
                 {"epoch": e, "train_loss": 1 / e + m / 10, "val_miou": 0.5 + e / 200, "val_mean_dice": 0.6 + e / 200}
                 for e in range(1, epochs + 1)
             ]
-            table2.write_history(run_dir / "history.csv", history)
+            table2_results.write_history(run_dir / "history.csv", history)
             np.savez(run_dir / "prediction.npz", pred=np.roll(label, m, axis=1), case="case_7", dice=0.9, miou=0.8)
             (run_dir / "final").mkdir()  # per-image IoU as the bundle's evaluate.json writes it: fg IoU 0.7 + m/100
             fg = 0.7 + m / 100
@@ -151,8 +152,8 @@ def synthetic_results(table2, root, device: str, settings: dict) -> None:
 def test_report_writes_the_matrix_beside_the_paper_and_the_figures(table2, tmp_path):
     results, docs = tmp_path / "runs", tmp_path / "docs"
     results.mkdir()
-    synthetic_results(table2, results, "NVIDIA H100 80GB HBM3", {**table2.PROTOCOL, "seed": 0})
-    text = table2.write_report(results, docs / "table2.md", docs / "figures")
+    synthetic_results(table2, results, "NVIDIA H100 80GB HBM3", {**table2_protocol.PROTOCOL, "seed": 0})
+    text = table2_report.write_report(results, docs / "table2.md", docs / "figures")
     assert (docs / "table2.md").read_text() == text
     assert "smoke" not in text and "Cells finished: 18 of 18. Device: NVIDIA H100 80GB HBM3." in text
     pyconv = next(line for line in text.splitlines() if line.startswith("| PyConvU-Net |"))
@@ -172,8 +173,8 @@ def test_report_writes_the_matrix_beside_the_paper_and_the_figures(table2, tmp_p
 
     smoke = tmp_path / "smoke"
     smoke.mkdir()
-    synthetic_results(table2, smoke, "CPU: AMD EPYC (2 cores)", {**table2.PROTOCOL, "epochs": 2, "seed": 0})
-    text = table2.write_report(smoke, docs / "smoke.md", docs / "figures")
+    synthetic_results(table2, smoke, "CPU: AMD EPYC (2 cores)", {**table2_protocol.PROTOCOL, "epochs": 2, "seed": 0})
+    text = table2_report.write_report(smoke, docs / "smoke.md", docs / "figures")
     assert "> **CPU smoke run: not comparable to the paper.** 2 epoch(s)" in text
 
 
@@ -181,7 +182,7 @@ def test_computation_only_overrides_keep_the_paper_protocol(table2):
     """Choosing how PyConv is computed (same function, same parameters) is no deviation from the protocol."""
     from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES
 
-    assert set(PYCONV_MODES) <= set(table2.PYCONV_COMPUTE_MODES)
+    assert set(PYCONV_MODES) <= set(table2_protocol.PYCONV_COMPUTE_MODES)
     fast = ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "ungrouped")']
     for key, value in [
         fast,
@@ -189,8 +190,9 @@ def test_computation_only_overrides_keep_the_paper_protocol(table2):
         ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def, mode="reference")'],
         ["pyconv_mode", "split"],
     ]:
-        assert table2.computation_only(key, value), (key, value)
-        assert table2.is_paper_protocol({**table2.PROTOCOL, "seed": 0, "overrides": [[key, value]]}), (key, value)
+        assert table2_protocol.computation_only(key, value), (key, value)
+        settings = {**table2_protocol.PROTOCOL, "seed": 0, "overrides": [[key, value]]}
+        assert table2_protocol.is_paper_protocol(settings), (key, value)
     for key, value in [
         ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "no_such_mode")'],
         ["network", '$pyconv_monai.networks.optimize_pyconv(@other_net, "dense")'],
@@ -199,43 +201,43 @@ def test_computation_only_overrides_keep_the_paper_protocol(table2):
         ["learning_rate", "3e-4"],
         ["pyconv_mode", "fp16"],
     ]:
-        assert not table2.computation_only(key, value), (key, value)
-        settings = {**table2.PROTOCOL, "seed": 0, "overrides": [fast, [key, value]]}
-        assert not table2.is_paper_protocol(settings), (key, value)
+        assert not table2_protocol.computation_only(key, value), (key, value)
+        settings = {**table2_protocol.PROTOCOL, "seed": 0, "overrides": [fast, [key, value]]}
+        assert not table2_protocol.is_paper_protocol(settings), (key, value)
 
 
 def test_gpu_report_with_a_computation_only_override_is_not_a_smoke_run(table2, tmp_path):
     results, docs = tmp_path / "runs", tmp_path / "docs"
     results.mkdir()
     fast = ["network", '$pyconv_monai.networks.optimize_pyconv(@network_def.to(@device), "ungrouped")']
-    synthetic_results(table2, results, "NVIDIA H200", {**table2.PROTOCOL, "seed": 0, "overrides": [fast]})
-    text = table2.write_report(results, docs / "table2.md", docs / "figures")
+    synthetic_results(table2, results, "NVIDIA H200", {**table2_protocol.PROTOCOL, "seed": 0, "overrides": [fast]})
+    text = table2_report.write_report(results, docs / "table2.md", docs / "figures")
     assert "smoke" not in text and "(computation only: the same function of the same parameters)" in text
     assert "| ISBI Dice | 0.9117 (PyConvU-Net) | 0.9500 | +0.0383 | yes |" in text  # the goal is judged
 
     other = tmp_path / "other"
     other.mkdir()
-    changed = {**table2.PROTOCOL, "seed": 0, "overrides": [fast, ["learning_rate", "3e-4"]]}
+    changed = {**table2_protocol.PROTOCOL, "seed": 0, "overrides": [fast, ["learning_rate", "3e-4"]]}
     synthetic_results(table2, other, "NVIDIA H200", changed)
-    text = table2.write_report(other, docs / "other.md", docs / "figures")
+    text = table2_report.write_report(other, docs / "other.md", docs / "figures")
     assert "> **Smoke run: not comparable to the paper.**" in text and "| n/a (smoke run) |" in text
 
 
 def test_class_iou_reads_the_per_image_csv(table2, tmp_path):
     final = tmp_path / "final"
     final.mkdir()
-    assert table2.class_iou(final) is None
+    assert table2_results.class_iou(final) is None
     (final / "val_miou_raw.csv").write_text("filename,class0,class1,mean\nx,0.6,0.9,0.75\ny,0.8,nan,0.8\n")
-    ious = table2.class_iou(final)
+    ious = table2_results.class_iou(final)
     assert ious["background"] == pytest.approx(0.7) and ious["foreground"] == pytest.approx(0.9)
     assert ious["miou"] == pytest.approx((0.75 + 0.8) / 2)  # MeanIoU: per image over its defined classes, then images
     (final / "val_miou_raw.csv").write_text("filename,mean\nx,0.75\n")
     with pytest.raises(ValueError, match="val_miou_raw.csv.*class1"):
-        table2.class_iou(final)
+        table2_results.class_iou(final)
 
 
 def test_paper_miou_against_the_foreground_iou_range(table2):
-    low, high = table2.foreground_iou_range(0.9117)
+    low, high = table2_report.foreground_iou_range(0.9117)
     assert low == pytest.approx(0.9117 / (2 - 0.9117)) and high == 0.9117
-    assert table2.paper_miou_is_foreground_like("pyconvunet", "neuron_em_segmentation")  # 0.8385 beside 0.9117
-    assert not table2.paper_miou_is_foreground_like("pyconvunet", "lung_ct_segmentation")  # 0.9630 > 0.9339
+    assert table2_report.paper_miou_is_foreground_like("pyconvunet", "neuron_em_segmentation")  # 0.8385 beside 0.9117
+    assert not table2_report.paper_miou_is_foreground_like("pyconvunet", "lung_ct_segmentation")  # 0.9630 > 0.9339

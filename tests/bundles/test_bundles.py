@@ -87,10 +87,10 @@ def test_training_learns_and_writes_its_outputs(bundle, data_root, tmp_path):
     torch.save(get_network("pyconvunet").state_dict(), untrained)
     (bundle_dir / "models" / "model.pt").write_bytes(b"earlier weights of the user")
 
-    # the user's habit: `run training` from the repository root (here: the copy's root)
+    # the README's command: `run training` from the repository root (here: the copy's root) with --bundle_root
     log = run_bundle(
-        ["run", "training", "--config_file", f"bundles/{bundle}/configs/train.json", "--dataset_dir", str(data),
-         "--epochs", "3", *SMALL],
+        ["run", "training", "--config_file", f"bundles/{bundle}/configs/train.json",
+         "--bundle_root", f"bundles/{bundle}", "--dataset_dir", str(data), "--epochs", "3", *SMALL],
         cwd=tmp_path,
     )  # fmt: skip
     models, eval_dir = bundle_dir / "models", bundle_dir / "eval"
@@ -243,8 +243,9 @@ def inference_input(bundle: str, shared_data: Path | None, root: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_inference_from_the_repository_root_and_the_bundle_folder(bundle, data_root, tmp_path):
-    """``run inference`` from the root (outputs in the bundle's eval/) and plain ``run`` from the bundle folder give
-    the same masks with the bundle's own network (PyConvU-Net with fresh weights, independent of any shipped ones)."""
+    """``run inference`` from the root with ``--bundle_root`` (outputs in the bundle's eval/) and plain ``run`` from the
+    bundle folder give the same masks with the bundle's own network (PyConvU-Net with fresh weights, independent of any
+    shipped ones)."""
     import nibabel as nib
     import numpy as np
     import tifffile
@@ -257,8 +258,8 @@ def test_inference_from_the_repository_root_and_the_bundle_folder(bundle, data_r
     torch.manual_seed(0)
     torch.save(get_network("pyconvunet").state_dict(), bundle_dir / "models" / "model.pt")  # the default ckpt_file
     run_bundle(
-        ["run", "inference", "--config_file", f"bundles/{bundle}/configs/inference.json", "--dataset_dir", str(data),
-         "--progress", "false"],
+        ["run", "inference", "--config_file", f"bundles/{bundle}/configs/inference.json", "--bundle_root",
+         f"bundles/{bundle}", "--dataset_dir", str(data), "--progress", "false"],
         cwd=tmp_path,
     )  # fmt: skip
     out = tmp_path / "out"

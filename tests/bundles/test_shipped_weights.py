@@ -29,7 +29,8 @@ SUBSET_SLICES = 8
 # Dice and MIoU of the shipped weights on the first 8 validation slices (seed-0 split) of the staged sets, measured
 # on the CPU (torch 2.13.0+cpu, MONAI 1.6.1) with, from the repository root (B=bundles/<bundle>, DATA its data set):
 #   python -m monai.bundle run evaluating --config_file "['$B/configs/train.json','$B/configs/evaluate.json']" \
-#       --dataset_dir ../shared/data/DATA --val_datalist '$@split[1][:8]' --output_dir /tmp/sub --progress false
+#       --bundle_root $B --dataset_dir ../shared/data/DATA --val_datalist '$@split[1][:8]' --output_dir /tmp/sub \
+#       --progress false
 # (eval/metrics.csv: lung 0.99170 / 0.98897, liver 0.98448 / 0.98372, rounded here to 4 decimals).
 SUBSET = {
     "lung_ct_segmentation": {"val_mean_dice": 0.9917, "val_miou": 0.9890},
@@ -49,8 +50,9 @@ def evaluate(bundle: str, data: Path, out: Path, extra: list[str] | None = None)
     root = REPO / "bundles" / bundle
     configs = f"['{root}/configs/train.json', '{root}/configs/evaluate.json']"
     done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", configs, "--dataset_dir",
-         str(data), "--output_dir", str(out), "--progress", "false", *(extra or [])],
+        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", configs,
+         "--bundle_root", str(root), "--dataset_dir", str(data), "--output_dir", str(out), "--progress", "false",
+         *(extra or [])],
         cwd=out.parent, capture_output=True, text=True, timeout=1800, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]

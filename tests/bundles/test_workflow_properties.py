@@ -49,6 +49,8 @@ def snapshot(folder: Path) -> dict[str, tuple]:
 
 
 def workflow(bundle_dir: Path, configs: list[str], workflow_type: str | None, **override):
+    """The bundle's workflow as MONAI FL and the Model Zoo's CI build it: ``bundle_root`` given (the configs' "."
+    would be pytest's working directory)."""
     from monai.bundle import ConfigWorkflow
 
     files = [str(bundle_dir / "configs" / c) for c in configs]
@@ -56,7 +58,7 @@ def workflow(bundle_dir: Path, configs: list[str], workflow_type: str | None, **
         config_file=files if len(files) > 1 else files[0],
         workflow_type=workflow_type,
         logging_file=False,  # keep pytest's logging set-up
-        **override,
+        **{"bundle_root": str(bundle_dir), **override},
     )
 
 
@@ -111,7 +113,8 @@ import os, sys
 from monai.bundle import ConfigWorkflow
 bundle, data = sys.argv[1:3]
 wf = ConfigWorkflow(config_file=[bundle + "/configs/train.json", bundle + "/configs/multi_gpu_train.json"],
-                    workflow_type="train", logging_file=False, dataset_dir=data, layout="isbi2012_em")
+                    workflow_type="train", logging_file=False, bundle_root=bundle, dataset_dir=data,
+                    layout="isbi2012_em")
 wf.initialize()
 print("PROPERTIES", wf.check_properties())
 wf.finalize()
@@ -174,7 +177,8 @@ def test_missing_data_set_stops_the_run_with_where_to_get_it(bundle, config, tmp
     before = snapshot(bundle_dir)
     given = ["--dataset_dir", str(tmp_path / "no_such_folder")] if config == "inference.json" else []
     done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"bundles/{bundle}/configs/{config}", *given],
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"bundles/{bundle}/configs/{config}",
+         "--bundle_root", f"bundles/{bundle}", *given],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode != 0
@@ -207,9 +211,10 @@ def test_pyconv_mode_keeps_the_reference_checkpoint_layout(bundle, network_name,
     the state_dict keys (what checkpoints hold) are the reference ones, the shipped weights load strictly, the
     outputs match the reference mode, and a network without PyConvs (U-Net) is left as it is."""
     from monai.bundle import ConfigParser
+    from monai.handlers import CheckpointLoader
 
     from pyconv_monai.networks import pyconv_modes
-    from pyconv_monai.workflows import load_weights
+    from pyconv_monai.workflows import load_checkpoint
 
     root = REPO / "bundles" / bundle
 
@@ -224,8 +229,8 @@ def test_pyconv_mode_keeps_the_reference_checkpoint_layout(bundle, network_name,
     assert list(reference.state_dict()) == list(dense.state_dict())
     if network_name == "pyconvunet":
         assert set(pyconv_modes(dense).values()) == {"dense"}
-        load_weights(reference, root / "models" / "model.pt")
-        load_weights(dense, root / "models" / "model.pt")  # strict: the layout is the reference one
+        for net in (reference, dense):  # strict: the layout is the reference one
+            load_checkpoint(CheckpointLoader(str(root / "models" / "model.pt"), {"model": net}, strict=True))
     else:
         assert pyconv_modes(dense) == {} and type(dense) is type(reference)
         dense.load_state_dict(reference.state_dict())

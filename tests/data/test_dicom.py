@@ -16,7 +16,6 @@ from pyconv_monai.data import (
     DicomSeriesReader,
     find_dicom_series,
     is_dicom_seg,
-    load_dicom_series,
     series_geometry,
 )
 from pyconv_monai.transforms import LoadVolumed
@@ -34,7 +33,13 @@ def dcmqi(shared_data):
 
 @pytest.fixture(scope="module")
 def totalseg_volume(totalseg_dir):
-    return load_dicom_series(totalseg_dir)
+    return _load_series(totalseg_dir)
+
+
+def _load_series(path, series_uid=None):
+    """A series as the product reads it: MONAI's ``LoadImage`` with our reader (what ``get_reader`` picks for DICOM)."""
+    reader = DicomSeriesReader(series_uid=series_uid)
+    return LoadImage(image_only=True, ensure_channel_first=True)(str(path), reader=reader)
 
 
 def _copy(src_dir, dst_dir, names=None):
@@ -84,7 +89,7 @@ def test_jpeg2000_series_in_hu_with_affine(totalseg_volume, totalseg_dir):
 
 
 def test_same_world_geometry_as_monai_pydicom_reader(dcmqi):
-    ours = load_dicom_series(dcmqi / "dicom")
+    ours = _load_series(dcmqi / "dicom")
     monai = LoadImage(image_only=True, ensure_channel_first=True)(str(dcmqi / "dicom"), reader=PydicomReader())
     # MONAI stacks by InstanceNumber (superior first); ours inferior first: the same voxels in the same places
     np.testing.assert_array_equal(ours.flip(-1).numpy(), monai.numpy())
@@ -129,7 +134,7 @@ def test_dicom_seg_reader(dcmqi):
 
 
 def test_single_dicom_file_is_one_slice(dcmqi):
-    vol = load_dicom_series(dcmqi / "dicom" / "02.dcm")
+    vol = _load_series(dcmqi / "dicom" / "02.dcm")
     assert vol.shape == (1, 512, 512, 1)
     assert vol.affine[2, 3].item() == pytest.approx(-127.69, abs=1e-3)
 
@@ -139,14 +144,14 @@ def test_several_series_need_a_choice(tmp_path, totalseg_dir, dcmqi):
     _copy(totalseg_dir, folder, sorted(os.listdir(totalseg_dir))[:4])
     _copy(dcmqi / "dicom", folder)
     with pytest.raises(ValueError, match="holds 2 DICOM series") as err:
-        load_dicom_series(folder)
+        _load_series(folder)
     assert "noUID:" in str(err.value) and "1.2.392.200103" in str(err.value)
     uid = "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"
-    assert load_dicom_series(folder, series_uid=uid).shape == (1, 512, 512, 3)
+    assert _load_series(folder, series_uid=uid).shape == (1, 512, 512, 3)
     key = next(s.key for s in find_dicom_series(folder) if not s.series_uid)
-    assert load_dicom_series(folder, series_uid=key).shape == (1, 512, 512, 4)
+    assert _load_series(folder, series_uid=key).shape == (1, 512, 512, 4)
     with pytest.raises(ValueError, match="no series with SeriesInstanceUID '1.2.3'"):
-        load_dicom_series(folder, series_uid="1.2.3")
+        _load_series(folder, series_uid="1.2.3")
 
 
 def test_missing_slice_is_an_error_naming_the_files(tmp_path, totalseg_dir):
@@ -155,7 +160,7 @@ def test_missing_slice_is_an_error_naming_the_files(tmp_path, totalseg_dir):
     dropped = os.path.basename(series.files[7])
     folder = _copy(totalseg_dir, tmp_path / "gap", [n for n in names if n != dropped])
     with pytest.raises(ValueError, match=r"1 slice\(s\) missing between") as err:
-        load_dicom_series(folder)
+        _load_series(folder)
     assert os.path.basename(series.files[6]) in str(err.value) and os.path.basename(series.files[8]) in str(err.value)
 
 
@@ -163,14 +168,14 @@ def test_duplicate_position_is_an_error(tmp_path, dcmqi):
     folder = _copy(dcmqi / "dicom", tmp_path / "dup")
     shutil.copy(folder / "02.dcm", folder / "02_copy.dcm")
     with pytest.raises(ValueError, match="share a position"):
-        load_dicom_series(folder)
+        _load_series(folder)
 
 
 def test_irregular_spacing_is_an_error(tmp_path, dcmqi):
     folder = _copy(dcmqi / "dicom", tmp_path / "irregular")
     _edit(folder / "01.dcm", ImagePositionPatient=[-235.199997, -226.800003, -126.19])
     with pytest.raises(ValueError, match="irregular step of 1.500 mm"):
-        load_dicom_series(folder)
+        _load_series(folder)
 
 
 @pytest.mark.parametrize(
@@ -184,7 +189,7 @@ def test_inconsistent_slice_geometry_is_an_error(tmp_path, dcmqi, tags, message)
     folder = _copy(dcmqi / "dicom", tmp_path / "inconsistent")
     _edit(folder / "02.dcm", **tags)
     with pytest.raises(ValueError, match=message) as err:
-        load_dicom_series(folder)
+        _load_series(folder)
     assert "02.dcm" in str(err.value)
 
 
@@ -195,7 +200,7 @@ def test_gantry_tilt_warns_and_keeps_world_positions(tmp_path, dcmqi):
         ds.ImagePositionPatient = [-235.199997, -226.800003 + 0.3 * k, -128.690002 + k]
         ds.save_as(folder / name)
     with pytest.warns(UserWarning, match="gantry tilt"):
-        vol = load_dicom_series(folder)
+        vol = _load_series(folder)
     np.testing.assert_allclose(vol.affine[:3, 2].numpy(), [0.0, -0.3, 1.0], atol=1e-5)  # RAS: y negated
 
 
@@ -204,7 +209,7 @@ def test_truncated_file_is_an_error_naming_it(tmp_path, dcmqi):
     data = (folder / "02.dcm").read_bytes()
     (folder / "02.dcm").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="02.dcm"):
-        load_dicom_series(folder)
+        _load_series(folder)
 
 
 def test_damaged_header_is_skipped_with_a_warning_and_the_gap_reported(tmp_path, totalseg_dir, dcmqi):
@@ -214,12 +219,12 @@ def test_damaged_header_is_skipped_with_a_warning_and_the_gap_reported(tmp_path,
     damaged.write_bytes(damaged.read_bytes()[:300])
     with pytest.warns(UserWarning, match=damaged.name):
         with pytest.raises(ValueError, match=r"1 slice\(s\) missing"):
-            load_dicom_series(folder)
+            _load_series(folder)
     # with only two slices left the spacing cannot tell; the InstanceNumber jump is reported
     folder = _copy(dcmqi / "dicom", tmp_path / "damaged_3slice")
     (folder / "02.dcm").write_bytes((folder / "02.dcm").read_bytes()[:300])
     with pytest.warns(UserWarning) as record:
-        vol = load_dicom_series(folder)
+        vol = _load_series(folder)
     messages = " ".join(str(w.message) for w in record)
     assert "02.dcm" in messages and "InstanceNumber jumps from 3" in messages
     assert vol.shape == (1, 512, 512, 2)
@@ -228,11 +233,11 @@ def test_damaged_header_is_skipped_with_a_warning_and_the_gap_reported(tmp_path,
 def test_empty_and_non_dicom_folders(tmp_path, dcmqi):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no DICOM image series found in .*empty"):
-        load_dicom_series(tmp_path / "empty")
+        _load_series(tmp_path / "empty")
     folder = _copy(dcmqi / "dicom", tmp_path / "with_notes")
     (folder / "README.txt").write_text("not DICOM")
     (folder / ".DS_Store").write_bytes(b"\0" * 10)
-    assert load_dicom_series(folder).shape == (1, 512, 512, 3)
+    assert _load_series(folder).shape == (1, 512, 512, 3)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         find_dicom_series(tmp_path / "nowhere")
 

@@ -1,13 +1,14 @@
-"""Volumes to 2D slices (GridPatchDataset + SliceIterd) and a 2D network back over volumes (MONAI's SliceInferer),
-on the real NIfTI and DICOM volumes: the slices of both routes are the same pixels in the same orientation."""
+"""Volumes to 2D slices (LoadSlice2Dd, the training loads) and a 2D network back over volumes (LoadVolumed and MONAI's
+SliceInferer, the inference) on the real NIfTI and DICOM volumes: both routes see the same pixels in the same
+orientation and geometry."""
 
 import numpy as np
 import pytest
 import torch
-from monai.data import DataLoader
+from monai.data import DataLoader, Dataset
 from monai.inferers import SliceInferer
 
-from pyconv_monai.data import load_datalist, volume_slice_dataset
+from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import CTWindowd, LoadSlice2Dd, LoadVolumed
 
 
@@ -27,35 +28,37 @@ def volumes(shared_data):
     ]
 
 
-def test_volume_slice_dataset_matches_per_slice_loading(volumes):
-    ds = volume_slice_dataset(volumes, LoadVolumed(), CTWindowd("image", preset="abdomen"), cache_rate=1.0)
-    slices = list(ds)
-    assert len(slices) == 30 + 3
-    assert [s["case"] for s in slices[:2]] == ["nifti_s000", "nifti_s001"] and slices[-1]["case"] == "dicom_s002"
+def test_volume_slices_match_per_slice_loading(volumes):
+    """Slice k of a volume loaded whole (inference) is the slice the training loads, with the same geometry."""
     per_slice = LoadSlice2Dd()
     window = CTWindowd("image", preset="abdomen")
-    for s in (slices[0], slices[17], slices[31]):
-        volume = volumes[0] if s["case"].startswith("nifti") else volumes[1]
-        ref = window(per_slice({**volume, "slice": s["slice"]}))
-        assert s["image"].shape == s["label"].shape == ref["image"].shape
-        torch.testing.assert_close(s["image"].as_tensor(), ref["image"].as_tensor())
-        torch.testing.assert_close(s["label"].as_tensor(), ref["label"].as_tensor())
-        torch.testing.assert_close(s["image"].affine, ref["image"].affine)  # the slice knows where it lies
-    assert 0.375 < float(slices[31]["image"][slices[31]["label"] == 1].mean()) < 0.625  # liver 0-100 HU, W400/L50
+    for which, k in ((0, 0), (0, 17), (1, 1)):
+        vol = window(LoadVolumed()(volumes[which]))
+        ref = window(per_slice({**volumes[which], "slice": k}))
+        for key in ("image", "label"):
+            assert ref[key].shape == vol[key].shape[:-1]
+            torch.testing.assert_close(vol[key][..., k].as_tensor(), ref[key].as_tensor())
+        assert ref["image"].meta["slice"] == k
+        torch.testing.assert_close(ref["image"].affine, ref["label"].affine)
+    dicom_slice = per_slice({**volumes[1], "slice": 1})
+    liver = window(dicom_slice)["image"][dicom_slice["label"] == 1]
+    assert 0.375 < float(liver.mean()) < 0.625  # liver 0-100 HU, W400/L50
 
 
 def test_slice_affines_place_each_slice(volumes):
     vol = LoadVolumed()(volumes[0])
-    slices = list(volume_slice_dataset([volumes[0]], LoadVolumed()))
     for k in (0, 29):
+        ref = LoadSlice2Dd()({**volumes[0], "slice": k})
         expected = vol["image"].affine.numpy() @ np.array([3.0, 5.0, k, 1.0])
-        np.testing.assert_allclose(slices[k]["image"].affine.numpy() @ np.array([3.0, 5.0, 0.0, 1.0]), expected)
+        np.testing.assert_allclose(ref["image"].affine.numpy() @ np.array([3.0, 5.0, 0.0, 1.0]), expected)
 
 
 def test_batches_collate(volumes):
-    loader = DataLoader(volume_slice_dataset(volumes[:1], LoadVolumed()), batch_size=8)
-    batch = next(iter(loader))
-    assert batch["image"].shape == (8, 1, 101, 122) and batch["slice"].tolist() == list(range(8))
+    """Slices of a volume loaded per item (the training datasets) collate into batches with their indices."""
+    items = [{**volumes[0], "slice": k} for k in range(30)]
+    batch = next(iter(DataLoader(Dataset(items, LoadSlice2Dd()), batch_size=8)))
+    assert batch["image"].shape == batch["label"].shape == (8, 1, 101, 122)
+    assert batch["slice"].tolist() == list(range(8))
 
 
 @pytest.mark.parametrize("which", [0, 1])

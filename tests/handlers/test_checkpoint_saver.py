@@ -40,6 +40,27 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["model.pt"]  # no temporary file left behind
 
 
+def test_save_is_synced_to_disk_before_the_rename(tmp_path, monkeypatch):
+    """What the saver adds to ignite's atomic DiskSaver: the folder made at the first save, an fsync of the whole file
+    before it takes the final name, and group/other read access as ignite gives."""
+    folder = tmp_path / "models"
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((os.fstat(fd).st_size, (folder / "model.pt").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    saver = AtomicDiskSaver(folder, filename="model.pt")
+    assert not folder.exists()
+    saver({"w": torch.ones(1000)}, "ignored.pt")
+    size = (folder / "model.pt").stat().st_size
+    assert synced == [(size, False)]  # every byte flushed, then renamed
+    assert sorted(os.listdir(folder)) == ["model.pt"]
+    assert (folder / "model.pt").stat().st_mode & 0o044 == 0o044
+
+
 def test_checkpoint_survives_kill_during_saving(tmp_path):
     """Kill a process that saves a large checkpoint over and over: the file on disk always loads."""
     script = textwrap.dedent(f"""

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pyconv_monai.complexity import count_macs
+from benchmarks.table3 import count_macs
 from pyconv_monai.networks import (
     OPTIMIZE_MODES,
     FastPyConv,
@@ -101,7 +101,7 @@ def test_block_diagonal_and_padded_weights_are_the_grouped_convolution(spatial_d
 def test_macs_of_plans_are_what_the_flop_counter_counts():
     ref = PyConv(2, 32, 64)
     x_shape = (1, 32, 16, 16)
-    args = (32, ref.level_channels, ref.kernel_sizes, ref.groups)
+    args = (32, ref.level_channels, ref.groups)
     assert count_macs(ref, x_shape) == plan_macs(*args, pyconv_plan(ref.kernel_sizes, ref.groups, "reference")) * 256
     for mode in FAST_MODES:
         fast = FastPyConv(ref, mode)
@@ -143,7 +143,7 @@ def test_custom_plan_and_bad_plans():
     x = torch.randn(1, 32, 9, 9, dtype=torch.float64)
     plan = [PyConvPart((3, 0), "conv", 1, 11), PyConvPart((2,), "depthwise", 1, 7), PyConvPart((1,), "conv", 2, 5)]
     fast = FastPyConv(ref, plan)
-    assert fast.mode == "custom" and "depthwise(levels=[2], kernel=7)" in repr(fast)
+    assert fast.mode == "custom" and "depthwise(level_indices=[2], kernel=7)" in repr(fast)
     assert_same_function(ref, fast, x, tol=1e-12)
     for bad, message in [
         ([PyConvPart((0, 1, 2), "conv", 1, 9)], "cover each of its 4 levels once"),
@@ -175,7 +175,8 @@ def test_full_default_pyconvunet_equals_reference(mode):
 
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_3d_pyconvunet_equals_reference(mode):
-    ref = PyConvUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(16, 32, 64), levels=(3, 4, 4)).double()
+    ref = PyConvUNet(spatial_dims=3, in_channels=1, out_channels=2, features=(16, 32, 64), stage_levels=(3, 4, 4))
+    ref = ref.double()
     fast = optimize_pyconv(copy.deepcopy(ref), mode)
     assert_same_function(ref, fast, torch.rand(1, 1, 11, 9, 10, dtype=torch.float64), tol=1e-10)
 
@@ -235,7 +236,7 @@ def test_fast_module_shares_and_deep_copies_the_reference():
 
 def test_a_step_through_the_fast_path_trains_the_reference_parameters():
     torch.manual_seed(2)
-    ref = PyConvUNet(features=(16, 32, 64), levels=(3, 4, 4))
+    ref = PyConvUNet(features=(16, 32, 64), stage_levels=(3, 4, 4))
     fast = optimize_pyconv(copy.deepcopy(ref), "dense")
     x, target = torch.rand(2, 1, 24, 24), (torch.rand(2, 1, 24, 24) > 0.5).float()
     for net in (ref, fast):
@@ -250,7 +251,7 @@ def test_a_step_through_the_fast_path_trains_the_reference_parameters():
 
 
 def test_auto_mode_times_each_signature_and_changes_nothing_else():
-    net = PyConvUNet(features=(16, 32, 64), levels=(3, 4, 4))
+    net = PyConvUNet(features=(16, 32, 64), stage_levels=(3, 4, 4))
     with torch.no_grad():  # non-trivial batch-norm statistics, to see that autotuning leaves them alone
         net(torch.rand(2, 1, 24, 24) * 3)
     ref = copy.deepcopy(net)
@@ -279,6 +280,18 @@ def test_auto_mode_times_each_signature_and_changes_nothing_else():
     assert "auto" in OPTIMIZE_MODES
 
 
+def test_autotune_restores_each_modules_own_mode():
+    """A submodule kept in eval mode (a frozen batch norm) in a training network stays so (unlike MONAI's eval_mode)."""
+    net = PyConvUNet(features=(16, 32), stage_levels=(3, 4))
+    net.encoder[0].unit0.norm.eval()
+    net.decoder.eval()
+    optimize_pyconv(net, "auto", example_input=torch.rand(1, 1, 16, 16), candidates=("dense",), warmup=0, repeats=1)
+    assert net.training and net.encoder[1].training and net.encoder[0].unit1.norm.training
+    assert not net.encoder[0].unit0.norm.training
+    assert not any(m.training for m in net.decoder.modules())
+    assert pyconv_modes(net)["decoder.0.unit0.conv"] == "dense" and not net.decoder[0].unit0.conv.training
+
+
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_fast_block_compiles_without_graph_breaks(mode):
     ref = PyConv(2, 32, 64)
@@ -300,7 +313,7 @@ def test_fast_block_compiles_with_inductor(mode):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # PyConvUNet's size check, constant when traced
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_trace_keeps_the_fast_path_and_script_the_reference(mode):
-    ref = PyConvUNet(features=(16, 32, 64), levels=(3, 4, 4)).eval()
+    ref = PyConvUNet(features=(16, 32, 64), stage_levels=(3, 4, 4)).eval()
     fast = optimize_pyconv(copy.deepcopy(ref), mode)
     x = torch.rand(2, 1, 24, 20)
     with torch.no_grad():
@@ -330,7 +343,7 @@ def test_bundle_config_switch_and_ckpt_export(tmp_path):
                 "_target_": "pyconv_monai.networks.get_network",
                 "name": "@network_name",
                 "features": [16, 32, 64],
-                "levels": [3, 4, 4],
+                "stage_levels": [3, 4, 4],
             },
         },
     }
@@ -341,7 +354,7 @@ def test_bundle_config_switch_and_ckpt_export(tmp_path):
         net(torch.rand(2, 1, 32, 32) * 3 + 1)
     net.eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    reference = PyConvUNet(features=(16, 32, 64), levels=(3, 4, 4)).eval()
+    reference = PyConvUNet(features=(16, 32, 64), stage_levels=(3, 4, 4)).eval()
     reference.load_state_dict(torch.load(tmp_path / "model.pt"))  # the checkpoint has the reference layout
 
     ts = tmp_path / "model.ts"  # ckpt_export scripts the network: the reference PyConvs, the same function
@@ -353,7 +366,7 @@ def test_bundle_config_switch_and_ckpt_export(tmp_path):
         assert rel_err(net(x), reference(x)) < 1e-5
 
     config["network_name"] = "unet"
-    del config["network_def"]["net"]["features"], config["network_def"]["net"]["levels"]
+    del config["network_def"]["net"]["features"], config["network_def"]["net"]["stage_levels"]
     unet = ConfigParser(config).get_parsed_content("network_def")
     assert type(unet).__name__ == "BasicUNet" and not pyconv_modes(unet)
 
@@ -403,7 +416,7 @@ def test_cuda_compiled_pyconvunet_train_step_matches_reference(mode, cudnn_flags
     # float32 ones here (train-mode batch norm; measured on the CPU), so bf16 is checked per block (above)
     cudnn_flags.benchmark, cudnn_flags.allow_tf32 = True, False
     # three stages (all pyramid shapes of the default network but the bottleneck's) keep the compile short
-    ref = PyConvUNet(out_channels=2, features=(16, 32, 64), levels=(3, 4, 4)).cuda()
+    ref = PyConvUNet(out_channels=2, features=(16, 32, 64), stage_levels=(3, 4, 4)).cuda()
     ref = ref.to(memory_format=torch.channels_last)
     fast = torch.compile(optimize_pyconv(copy.deepcopy(ref), mode))
     x = torch.rand(4, 1, 96, 80, device="cuda").contiguous(memory_format=torch.channels_last)

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from pyconv_monai.networks import FCN8s, PyConvUNet, ValidUNet, get_network, list_networks
+from pyconv_monai.networks.nets.wrappers import crop_to, pad_to_multiple, pad_to_size
 
 
 @pytest.mark.parametrize("size", [(64, 64), (67, 45), (33, 100), (16, 17)])
@@ -16,7 +17,8 @@ def test_pyconvunet_2d_keeps_any_size(size):
 
 @pytest.mark.parametrize("size", [(16, 16, 16), (17, 20, 19)])
 def test_pyconvunet_3d_keeps_any_size(size):
-    net = PyConvUNet(spatial_dims=3, in_channels=2, out_channels=2, features=(16, 32, 64), levels=(3, 4, 4)).eval()
+    net = PyConvUNet(spatial_dims=3, in_channels=2, out_channels=2, features=(16, 32, 64), stage_levels=(3, 4, 4))
+    net.eval()
     with torch.no_grad():
         y = net(torch.rand(1, 2, *size))
     assert y.shape == (1, 2, *size)
@@ -32,11 +34,11 @@ def test_pyconvunet_default_3d_network_runs():
     "kwargs, message",
     [
         ({"spatial_dims": 1}, "spatial_dims 2 or 3"),
-        ({"features": (16,), "levels": (3,)}, "at least two stages"),
-        ({"levels": (3, 4, 4)}, "one pyramid level count per stage"),
+        ({"features": (16,), "stage_levels": (3,)}, "at least two stages"),
+        ({"stage_levels": (3, 4, 4)}, "one pyramid level count per stage"),
         ({"features": (16, 24, 64, 128, 256)}, "PyConv level with kernel"),  # 24 channels: 16 groups do not fit
-        ({"levels": (4, 4, 4, 3, 2)}, r"stage 0 \(16 features, 4 levels\).*divisible by 4"),
-        ({"levels": (3, 4, 4, 3, 5)}, "levels must be between 1 and 4"),
+        ({"stage_levels": (4, 4, 4, 3, 2)}, r"stage 0 \(16 features, 4 levels\).*divisible by 4"),
+        ({"stage_levels": (3, 4, 4, 3, 5)}, "num_levels must be between 1 and 4"),
         ({"in_channels": 0}, "must be positive"),
     ],
 )
@@ -66,14 +68,14 @@ def test_every_registered_network_returns_one_tensor_of_input_size(name, size):
 
 @pytest.mark.parametrize("name", ["pyconvunet", "unet", "unetplusplus", "attention_unet", "resnet34_unet", "fcn8s"])
 def test_every_network_has_a_3d_variant(name):
-    kwargs = {"features": (16, 32, 64), "levels": (3, 4, 4)} if name == "pyconvunet" else {}
+    kwargs = {"features": (16, 32, 64), "stage_levels": (3, 4, 4)} if name == "pyconvunet" else {}
     net = get_network(name, spatial_dims=3, in_channels=1, out_channels=2, **kwargs).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 1, 32, 32, 32)).shape == (1, 2, 32, 32, 32)
 
 
 def test_registry_overrides_and_errors():
-    net = get_network("PyConvUNet", features=(16, 32, 64), levels=(3, 4, 4))
+    net = get_network("PyConvUNet", features=(16, 32, 64), stage_levels=(3, 4, 4))
     assert isinstance(net, PyConvUNet) and net.features == (16, 32, 64)
     assert isinstance(get_network("fcn-8s".replace("-", "")), FCN8s)
     with pytest.raises(ValueError, match="unknown network 'segnet'"):
@@ -119,3 +121,16 @@ def test_pyconvunet_learns_on_a_real_em_slice(em_stack):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+
+
+def test_pad_to_size_and_multiple_replicate_the_end_border():
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    y = pad_to_size(x, [3, 5])
+    assert y.shape == (1, 1, 3, 5)
+    assert torch.equal(y[..., :2, :3], x)  # the input stays at the start
+    assert torch.equal(y[..., 2, :3], x[..., 1, :]) and torch.equal(y[..., :2, 4], x[..., :, 2])  # border copied
+    assert pad_to_size(x, [2, 3]) is x
+    assert pad_to_multiple(x, 4).shape == (1, 1, 4, 4) and pad_to_multiple(x, 1) is x
+    assert torch.equal(crop_to(pad_to_multiple(x, 4), [2, 3]), x)
+    scripted = torch.jit.script(pad_to_size)  # called inside the scriptable networks
+    assert torch.equal(scripted(x, [3, 5]), y)

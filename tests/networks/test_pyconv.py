@@ -56,10 +56,10 @@ def test_bad_configurations_fail_at_construction(kwargs, message):
 
 
 def test_norm_act_unit_and_two_conv():
-    unit = PyConvNormAct(2, 16, 32, levels=3)
+    unit = PyConvNormAct(2, 16, 32, num_levels=3)
     assert isinstance(unit.norm, torch.nn.BatchNorm2d)
     assert unit(torch.rand(2, 16, 8, 8)).min() >= 0  # ReLU output
-    block = TwoPyConv(3, 1, 16, levels=3, first_groups=(1, 1, 1, 1))
+    block = TwoPyConv(3, 1, 16, num_levels=3, first_groups=(1, 1, 1, 1))
     assert block(torch.rand(1, 1, 6, 7, 5)).shape == (1, 16, 6, 7, 5)
-    with pytest.raises(ValueError, match="levels must be between 1 and 4"):
-        PyConvNormAct(2, 16, 32, levels=5)
+    with pytest.raises(ValueError, match="num_levels must be between 1 and 4"):
+        PyConvNormAct(2, 16, 32, num_levels=5)

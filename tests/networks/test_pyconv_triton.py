@@ -11,12 +11,15 @@ the float32 reference, a whole PyConvU-Net training step, and ``torch.compile``.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from pyconv_monai.networks import FastPyConv, PyConv, PyConvUNet, optimize_pyconv, pyconv_modes
 from pyconv_monai.networks.blocks import pyconv_triton as pt
+from tests.conftest import REPO
 from tests.networks.grad_check import forward_backward, rel_err
 
 CUDA = torch.cuda.is_available()
@@ -78,7 +81,7 @@ def test_unsupported_pyconvs_and_missing_runtime(monkeypatch):
     assert not pt.triton_supported(PyConv(3, 16, 16, (3, 5), (1, 4)))
     assert not pt.triton_supported(PyConv(2, 16, 16, (3, 5), (1, 4), strides=2))
     assert pt.triton_supported(PyConv(2, 16, 16, (3, 5), (1, 4)))
-    net = PyConvUNet(spatial_dims=3, features=(16, 32), levels=(2, 2))
+    net = PyConvUNet(spatial_dims=3, features=(16, 32), stage_levels=(2, 2))
     if HAS_TRITON:
         optimize_pyconv(net, "triton")  # 3D: every PyConv stays the reference
         assert set(pyconv_modes(net).values()) == {"reference"}
@@ -132,7 +135,7 @@ def test_kernels_equal_reference_float32(kwargs, size, channels_last, interpret)
 @needs_triton
 def test_triton_mode_in_a_network_state_dict_and_flops(interpret):
     torch.manual_seed(2)
-    ref = PyConvUNet(features=(16, 32), levels=(3, 4))
+    ref = PyConvUNet(features=(16, 32), stage_levels=(3, 4))
     fast = optimize_pyconv(copy.deepcopy(ref), "triton")
     assert set(pyconv_modes(fast).values()) == {"triton"}
     assert all(isinstance(m, FastPyConv) for n, m in fast.named_modules() if n.endswith(".conv"))
@@ -224,3 +227,20 @@ def test_cuda_triton_autocast_matches_float32_reference(kwargs, dtype, channels_
     assert rel_err(y, y_ref) < 2e-2
     for name in grads_ref:
         assert rel_err(grads[name], grads_ref[name]) < 2e-2, name
+
+
+def test_networks_import_and_optimize_without_triton():
+    """Triton is an optional dependency: without it the networks import, and only the 'triton' mode says so."""
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "from pyconv_monai.networks import PyConvUNet, optimize_pyconv, pyconv_modes\n"
+        "net = optimize_pyconv(PyConvUNet(features=(16, 32), stage_levels=(3, 4)), 'dense')\n"
+        "assert set(pyconv_modes(net).values()) == {'dense'}\n"
+        "try:\n"
+        "    optimize_pyconv(net, 'triton')\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mode 'triton' needs the triton package, which is not installed" in done.stdout

@@ -36,7 +36,7 @@ LAYOUT_FOLDER = {"lung_ct_2d": "lung_ct_2d", "liver_ct_2d": "liver_ct_2d", "isbi
 def small_net() -> PyConvUNet:
     """A three-stage PyConvU-Net with non-trivial batch-norm statistics (as after training)."""
     torch.manual_seed(0)
-    net = PyConvUNet(features=(16, 32, 64), levels=(3, 4, 4))
+    net = PyConvUNet(features=(16, 32, 64), stage_levels=(3, 4, 4))
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

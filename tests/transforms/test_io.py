@@ -284,3 +284,27 @@ def test_geometry_is_checked_with_metadata_tracking_switched_off(tmp_path, share
         assert get_track_meta() is False
     finally:
         set_track_meta(True)
+
+
+def test_a_dicom_series_given_by_its_files(tmp_path, shared_data):
+    """The files of one series (as ``find_cases`` lists them, in any order and folders) load as its folder does,
+    with the series' modality in the meta; a list holding another kind of file is refused, naming it."""
+    folder = shared_data / "ct_dicom_dcmqi_3slice" / "dicom"
+    whole = LoadVolume(axcodes=None)(str(folder))
+    files = sorted(str(p) for p in folder.iterdir())[::-1]
+    (tmp_path / "a").mkdir()
+    moved = str(tmp_path / "a" / os.path.basename(files[0]))
+    os.symlink(files[0], moved)
+    d = LoadVolumed("image", axcodes=None)({"image": [moved, *files[1:]], "series_uid": None})
+    assert torch.equal(d["image"].as_tensor(), whole.as_tensor())
+    torch.testing.assert_close(d["image"].affine, whole.affine)
+    assert d["image"].meta["modality"] == "CT"
+    oriented = LoadVolume(axcodes="PLS")(files)
+    assert torch.equal(oriented.as_tensor(), LoadVolume(axcodes="PLS")(str(folder)).as_tensor())
+    png = _png(tmp_path / "slice.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"slice\.png: not a DICOM image file"):
+        LoadVolume()([*files, png])
+    with pytest.raises(FileNotFoundError, match="gone.dcm"):
+        LoadVolume()([*files, str(tmp_path / "gone.dcm")])
+    with pytest.raises(ValueError, match="empty list"):
+        LoadVolumed("image")({"image": []})

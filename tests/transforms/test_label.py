@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import AsDiscrete, Compose
 
 from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import BinarizeLabel, BinarizeLabeld, LoadSlice2Dd, LoadVolumed, MapLabels, MapLabelsd
+from pyconv_monai.workflows import load_transforms
 
 
 @pytest.mark.parametrize("layout", ["isbi2012_em", "lung_ct_2d", "liver_ct_2d"])
@@ -27,8 +29,21 @@ def test_non_binary_mask_is_an_error_naming_the_file(shared_data):
     smeared[0, 100, 100:103] = torch.tensor([127.0, 128.0, 3.0])  # e.g. a mask saved with interpolation
     with pytest.raises(ValueError, match=r"001_mask\.png: not a binary mask, values \{0, 3, 127, 128, 255\}"):
         BinarizeLabel()(smeared)
-    out = BinarizeLabel(threshold=127)(smeared)  # told otherwise: threshold
+    out = AsDiscrete(threshold=127)(smeared)  # told otherwise: threshold (MONAI's, label >= threshold)
     assert set(torch.unique(out).tolist()) == {0.0, 1.0} and float(out[0, 100, 101]) == 1.0
+    assert out[0, 100, 100:103].tolist() == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("layout", ["isbi2012_em", "lung_ct_2d", "liver_ct_2d"])
+def test_label_threshold_gives_the_training_label(shared_data, layout):
+    """The bundles' recipe with a threshold (MONAI's AsDiscreted) gives the label that the loss and metrics get from
+    the strict recipe (BinarizeLabeld): same values, float32, same metadata."""
+    item = load_datalist(shared_data / layout)[0]
+    strict = Compose(load_transforms())(item)["label"]
+    thresholded = Compose(load_transforms(label_threshold=127))(item)["label"]
+    assert thresholded.dtype == strict.dtype == torch.float32
+    assert torch.equal(thresholded.as_tensor(), strict.as_tensor())
+    assert thresholded.meta["filename_or_obj"] == strict.meta["filename_or_obj"] == item["label"]
 
 
 def test_binarize_accepts_binary_variants():

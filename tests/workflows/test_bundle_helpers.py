@@ -1,25 +1,14 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
 
 from pyconv_monai.handlers import latest_checkpoint
-from pyconv_monai.utils import as_bool, preserve_existing
+from pyconv_monai.utils import as_bool, bundle_dir, bundles_root, list_bundles, preserve_existing
 from pyconv_monai.workflows import require_dataset
-from pyconv_monai.workflows.bundle import _config_root_from_argv
-
-
-@pytest.mark.parametrize(
-    "argv, expected",
-    [
-        (["run", "training", "--config_file", "bundles/b/configs/train.json"], "bundles/b/configs"),
-        (["run", "--config_file=configs/train.json", "--epochs", "2"], "configs"),
-        (["run", "--config_file", "['b/configs/train.json', 'b/configs/multi_gpu_train.json']"], "b/configs"),
-        (["run", "--epochs", "2"], None),
-    ],
-)
-def test_config_root_from_command_line(argv, expected):
-    root = _config_root_from_argv(argv)
-    assert (str(root) if root else None) == expected
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("value, expected", [(True, True), ("true", True), ("False", False), ("0", False), (0, False)])
@@ -59,3 +48,38 @@ def test_require_dataset_says_where_to_get_it_and_how_to_pass_it(tmp_path):
         require_dataset(str(missing), "Kaggle's lungs, https://www.kaggle.com/kmader/finding-lungs-in-ct-data")
     message = str(e.value)
     assert str(missing) in message and "kaggle.com/kmader" in message and "--dataset_dir" in message
+
+
+@pytest.mark.parametrize("bundle", list_bundles(REPO / "bundles"))
+def test_configs_follow_the_model_zoo_bundle_root_convention(bundle, monkeypatch):
+    """``"bundle_root": "."`` in every config that sets it: run from the bundle folder, the models, outputs and the
+    default data set resolve as from ``--bundle_root <bundle folder>`` run elsewhere."""
+    root = REPO / "bundles" / bundle
+    setting = [p.name for p in sorted((root / "configs").glob("*.json")) if "bundle_root" in json.loads(p.read_text())]
+    assert {"train.json", "inference.json"} <= set(setting)
+    for name in setting:
+        assert json.loads((root / "configs" / name).read_text())["bundle_root"] == ".", name
+    monkeypatch.chdir(root)
+    for name in ["train.json", "inference.json"]:
+        here, given = ConfigParser(), ConfigParser()
+        here.read_config(str(root / "configs" / name))
+        given.read_config(str(root / "configs" / name))
+        given["bundle_root"] = str(root)
+        for key in ["ckpt_dir", "output_dir", "dataset_dir"]:
+            path = Path(here.get_parsed_content(key)).resolve()
+            assert path == Path(given.get_parsed_content(key)).resolve(), (name, key)
+            assert (REPO / "data" if key == "dataset_dir" else root) in path.parents, (name, key, path)
+
+
+def test_bundle_dir_by_name_or_folder_and_a_clear_error(tmp_path):
+    names = list_bundles()
+    assert {"liver_ct_segmentation", "lung_ct_segmentation", "neuron_em_segmentation"} <= set(names)
+    assert bundles_root() == (REPO / "bundles").resolve()  # a source checkout / editable install: the repository's
+    assert bundle_dir("liver_ct_segmentation") == (REPO / "bundles" / "liver_ct_segmentation").resolve()
+    own = tmp_path / "my_bundle"
+    (own / "configs").mkdir(parents=True)
+    (own / "configs" / "inference.json").write_text("{}")
+    assert bundle_dir(own) == own.resolve() and list_bundles(tmp_path) == ["my_bundle"]
+    with pytest.raises(FileNotFoundError, match="no bundle 'no_such_bundle'.*liver_ct_segmentation"):
+        bundle_dir("no_such_bundle")
+    assert list_bundles(tmp_path / "missing") == []

@@ -28,7 +28,7 @@ from PIL import Image
 
 from pyconv_monai.cli import segment
 from pyconv_monai.transforms import CTWindow, LoadSlice2D, LoadVolume
-from pyconv_monai.workflows import InferenceError, load_weights, orientation
+from pyconv_monai.workflows import InferenceError, load_checkpoint
 from tests.conftest import EMBEDDED_DATA, REPO
 from tests.dicom_copies import copy_series
 
@@ -182,6 +182,29 @@ def test_dicom_seg_references_its_series(lung, case, source):
     frames = seg.get_pixels_by_source_instance(uids, combine_segments=True) > 0
     mask = np.asarray(nib.load(lung["out"] / f"{case}_seg.nii.gz").dataobj) > 0  # (columns, rows, slices)
     np.testing.assert_array_equal(frames, mask.transpose(2, 1, 0))
+
+
+def test_a_series_split_over_folders_is_read_from_its_files(lung, shared_data, tmp_path):
+    """A series whose files lie in two folders is one case: the loader reads exactly its files (not a folder), the
+    mask is the one of the whole series, and its DICOM SEG references every instance, frame by frame."""
+    import highdicom as hd
+
+    files = dicom_files_by_z(shared_data / "ct_dicom_dcmqi_3slice" / "dicom")
+    data = tmp_path / "in"
+    for folder, names in (("b", files[:1]), ("a", files[1:])):  # the folders do not sort as the slices do
+        (data / folder).mkdir(parents=True)
+        for name in names:
+            shutil.copy(name, data / folder / Path(name).name)
+    out = tmp_path / "out"
+    run("lung_ct_segmentation", data, out, shift_weights(tmp_path / "w.pt"))
+    table = read_csv(out / "volumes.csv")
+    assert {c: (r["status"], r["slices"]) for c, r in table.items()} == {"99000_S2": ("ok", "3")}
+    mask, whole = nib.load(out / "99000_S2_seg.nii.gz"), nib.load(lung["out"] / "99000_S2_seg.nii.gz")
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), np.asarray(whole.dataobj))
+    np.testing.assert_allclose(mask.affine, whole.affine, atol=1e-4)
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = hd.seg.segread(out / "99000_S2_seg.dcm").get_pixels_by_source_instance(uids, combine_segments=True) > 0
+    np.testing.assert_array_equal(frames, np.asarray(mask.dataobj).transpose(2, 1, 0) > 0)
 
 
 def test_liver_bundle_flips_and_windows_ct_and_keeps_pngs(shared_data, tmp_path):
@@ -407,30 +430,73 @@ def test_liver_orientation_puts_real_anatomy_where_the_training_pngs_have_it(sha
     assert np.nonzero(np.isin(pls[0].numpy(), (32, 33)))[0].mean() > 256
 
 
-@pytest.mark.parametrize("axcodes", ["PLS", "ALS", "RAS", "SPL"])
-def test_orientation_matches_monai(shared_data, axcodes):
-    from monai.transforms import Orientation
+def test_the_config_shows_the_loading_chain(tmp_path):
+    """The loader and the weights are config items the predictor runs: the training/evaluation loader
+    (``LoadVolumed``, stored voxel order) and MONAI's ``CheckpointLoader`` of ``ckpt_file`` into the network, each
+    changed by its id."""
+    from monai.bundle import ConfigParser
+    from monai.handlers import CheckpointLoader
 
-    vol = LoadVolume(axcodes=None)(str(shared_data / "ct_nifti_totalseg" / "example_ct_sm.nii.gz"))
-    forward, back = orientation(np.asarray(vol.affine), axcodes)
-    mine = nib.orientations.apply_orientation(vol[0].numpy(), forward)
-    np.testing.assert_array_equal(mine, Orientation(axcodes=axcodes)(vol)[0].numpy())
-    np.testing.assert_array_equal(nib.orientations.apply_orientation(mine, back), vol[0].numpy())
+    from pyconv_monai.transforms import LoadVolumed
+
+    for bundle in ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation"):
+        parser = ConfigParser()
+        parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(REPO / "bundles" / bundle), "output_dir": str(tmp_path / "out"),
+                       "device": "$torch.device('cpu')", "ckpt_file": str(tmp_path / "w.pt"),
+                       "loader#nonfinite": "fill"})  # fmt: skip
+        predictor = parser.get_parsed_content("evaluator")
+        assert isinstance(predictor.loader, LoadVolumed) and predictor.loader.volumes.axcodes is None
+        assert predictor.loader.volumes.nonfinite == "fill"
+        assert isinstance(predictor.checkpoint_loader, CheckpointLoader)
+        assert predictor.checkpoint_loader.load_path == str(tmp_path / "w.pt")
+        assert predictor.checkpoint_loader.load_dict["network"] is predictor.network
+        assert predictor.checkpoint_loader.strict
+    assert not (tmp_path / "out").exists()  # building writes nothing
 
 
-def test_load_weights(tmp_path):
+def test_load_checkpoint(tmp_path):
+    """MONAI's CheckpointLoader as the bundles configure it, run once: a plain state dict (the shipped weights, the
+    best model training saves) or an epoch checkpoint holding it under ``network`` (train.json's saver, with the
+    optimizer); clear errors for a missing file, other weights and junk."""
+    from monai.handlers import CheckpointLoader
+
+    def loaded(path, net):
+        load_checkpoint(CheckpointLoader(load_path=str(path), load_dict={"network": net}, strict=True))
+        return net
+
     net = torch.nn.Conv2d(1, 1, 3, padding=1)
-    torch.save({"network": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3}, tmp_path / "ck.pt")
-    other = load_weights(torch.nn.Conv2d(1, 1, 3, padding=1), tmp_path / "ck.pt")  # a DDP training checkpoint
-    assert torch.equal(other.weight, net.weight)
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    optimizer = torch.optim.Adam(net.parameters())
+    torch.save({"network": net.state_dict(), "optimizer": optimizer.state_dict()}, tmp_path / "ck.pt")
+    for name in ("plain.pt", "ck.pt"):
+        other = loaded(tmp_path / name, torch.nn.Conv2d(1, 1, 3, padding=1))
+        assert torch.equal(other.weight, net.weight) and torch.equal(other.bias, net.bias)
     with pytest.raises(FileNotFoundError, match="no model weights at .*--ckpt_file"):
-        load_weights(net, tmp_path / "missing.pt")
+        loaded(tmp_path / "missing.pt", net)
     torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="does not fit the network Conv2d"):
-        load_weights(net, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt does not fit the network Conv2d"):
+        loaded(tmp_path / "other.pt", net)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        load_weights(net, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="junk.pt: not a readable PyTorch checkpoint"):
+        loaded(tmp_path / "junk.pt", net)
+
+
+def test_shipped_weights_load_through_the_bundles_checkpoint_loader():
+    """Each bundle's ``checkpointloader`` loads its shipped ``models/model.pt`` (a plain state dict) strictly."""
+    from monai.bundle import ConfigParser
+
+    for bundle in ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation"):
+        root = REPO / "bundles" / bundle
+        if not (root / "models" / "model.pt").is_file():
+            pytest.skip(f"no shipped weights in {root}")
+        parser = ConfigParser()
+        parser.read_config(str(root / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(root), "device": "$torch.device('cpu')"})
+        network = parser.get_parsed_content("network")
+        load_checkpoint(parser.get_parsed_content("checkpointloader"))
+        state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+        assert all(torch.equal(network.state_dict()[k], v) for k, v in state.items())
 
 
 def test_no_images_is_an_error(tmp_path):

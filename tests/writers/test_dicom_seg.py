@@ -6,10 +6,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from pyconv_monai.data import DicomSeriesReader, load_dicom_series
+from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.data.geometry import geometry_mismatch
 from pyconv_monai.transforms import LoadVolume
-from pyconv_monai.writers import write_dicom_seg
+from pyconv_monai.writers import series_headers, write_dicom_seg
 
 LIVER = {"label": "Liver", "category": ["91772007", "SCT", "Organ"], "type": ["10200004", "SCT", "Liver"]}
 
@@ -25,7 +25,7 @@ def test_seg_of_the_dcmqi_liver_label(shared_data, tmp_path):
 
     folder = shared_data / "ct_dicom_dcmqi_3slice"
     files, headers = _series(folder / "dicom")
-    ct = load_dicom_series(folder / "dicom")
+    ct = LoadVolume(axcodes=None)(str(folder / "dicom"))
     label_path = folder / "seg" / "liver_spine_seg.nii.gz"
     label = LoadVolume(axcodes=None)(str(label_path))
     assert geometry_mismatch(label, ct) is None  # same grid: NIfTI voxel (i, j, k) is DICOM (column, row, slice)
@@ -94,3 +94,20 @@ def test_empty_mask_still_gives_a_valid_seg(shared_data, tmp_path):
     write_dicom_seg(np.zeros((3, 512, 512), bool), headers, tmp_path / "empty.dcm", LIVER)
     seg = hd.seg.segread(tmp_path / "empty.dcm")
     assert int(seg.NumberOfFrames) == 3
+
+
+def test_series_headers_follow_the_loaded_slices(shared_data):
+    """The headers read from a series' files, in any order, come in the order of the loaded volume's slices (the
+    reader's), checked against its affine; another grid (a reoriented volume) is refused."""
+    folder = shared_data / "ct_dicom_totalseg" / "dicom"
+    files, headers = _series(folder)
+    volume = LoadVolume(axcodes=None)(str(folder))
+    shuffled = list(np.random.default_rng(0).permutation(files))
+    got = series_headers(shuffled, np.asarray(volume.affine))
+    assert [h.SOPInstanceUID for h in got] == [h.SOPInstanceUID for h in headers]
+    affine = np.asarray(volume.affine, float)
+    for k, h in enumerate(got):  # header k lies where the volume's slice k lies (its first pixel, in RAS)
+        np.testing.assert_allclose(np.asarray(h.ImagePositionPatient, float) * (-1, -1, 1), affine[:3, 2] * k
+                                   + affine[:3, 3], atol=1e-3)  # fmt: skip
+    with pytest.raises(ValueError, match="not the series' stored geometry"):
+        series_headers(files, np.asarray(LoadVolume(axcodes="ALS")(str(folder)).affine))

@@ -50,6 +50,23 @@ def test_png_mask(em_stack, tmp_path):
         write_png_mask(np.zeros((4, 4, 3)), tmp_path / "b.png")
 
 
+def test_monai_writers_keep_shape_orientation_and_header(tmp_path):
+    """NibabelWriter / PILWriter underneath: a one-slice volume stays 3D (not squeezed), rows stay rows."""
+    rng = np.random.default_rng(0)
+    one_slice = rng.random((6, 5, 1)) > 0.5
+    affine = np.array([[0.7, -0.1, 0.0, -100.3], [0.1, 0.69, 0.0, 20.5], [0.0, 0.0, 2.5, 7.25], [0, 0, 0, 1.0]])
+    out = nib.load(write_nifti_mask(one_slice, affine, tmp_path / "one_seg.nii.gz"))
+    assert out.shape == (6, 5, 1) and out.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(out.dataobj), one_slice.astype(np.uint8))
+    np.testing.assert_allclose(out.header.get_sform(), affine, atol=1e-6)
+    assert out.header.get_xyzt_units() == ("mm", "unknown") and out.header["descrip"] == b"pyconv-monai binary mask"
+    for shape in [(3, 7), (1, 9), (9, 1)]:
+        mask = rng.random(shape) > 0.5
+        png = Image.open(write_png_mask(mask, tmp_path / f"{shape[0]}x{shape[1]}_seg.png"))
+        assert png.mode == "L"
+        np.testing.assert_array_equal(np.asarray(png), np.where(mask, 255, 0))
+
+
 def test_mask_suffixes():
     assert [mask_suffix(k) for k in ("dicom_series", "nifti", "nrrd", "tiff", "image2d")] == [
         ".nii.gz", ".nii.gz", ".nii.gz", ".tif", ".png"

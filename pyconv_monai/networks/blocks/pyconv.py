@@ -48,7 +48,8 @@ class PyConv(nn.Module):
     """Pyramidal convolution: parallel convolutions with growing kernels and groups, outputs concatenated.
 
     Level ``i`` convolves the whole input with a ``kernel_sizes[i]`` kernel in ``groups[i]`` groups and produces
-    a share of the output channels; "same" padding keeps the spatial size (for stride 1).
+    a share of the output channels; "same" padding keeps the spatial size (for stride 1). The level convolutions are
+    the ``nn.ModuleList`` :attr:`levels` (state-dict keys ``levels.<i>.weight``, as in the shipped weights).
 
     Args:
         spatial_dims: number of spatial dimensions (1, 2 or 3).
@@ -118,15 +119,23 @@ class PyConv(nn.Module):
 class PyConvNormAct(nn.Sequential):
     """PyConv followed by a norm layer and an activation (the U-Net's "conv, BN, ReLU" unit).
 
+    The norm and activation are built by MONAI's ``get_norm_layer`` and ``get_act_layer``, as
+    ``monai.networks.blocks.ADN(ordering="NA")`` builds them. ADN itself is not used: it names its layers ``N`` and
+    ``A``, and the shipped weights (``bundles/*/models/model.pt``) hold these layers as ``...unit0.norm.weight``;
+    keeping the names ``norm`` and ``act`` keeps those weights loading strictly.
+
     Args:
         spatial_dims: number of spatial dimensions.
         in_channels: number of input channels.
         out_channels: number of output channels.
-        levels: number of pyramid levels (uses the first ``levels`` entries of ``kernel_sizes`` and ``groups``).
+        num_levels: number of pyramid levels (the first ``num_levels`` entries of ``kernel_sizes`` and ``groups``).
         kernel_sizes: kernel sizes to choose the levels from.
         groups: groups to choose the levels from; ``1`` everywhere for a dense multi-kernel convolution.
         norm: norm type and arguments, as MONAI's ``get_norm_layer`` takes them.
         act: activation type and arguments, as MONAI's ``get_act_layer`` takes them.
+
+    Raises:
+        ValueError: when ``num_levels`` is not between 1 and ``len(kernel_sizes)``, or as :class:`PyConv` raises.
     """
 
     def __init__(
@@ -134,19 +143,17 @@ class PyConvNormAct(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        levels: int = 4,
+        num_levels: int = 4,
         kernel_sizes: Sequence[int] = DEFAULT_KERNELS,
         groups: Sequence[int] = DEFAULT_GROUPS,
         norm: str | tuple = "batch",
         act: str | tuple = ("relu", {"inplace": True}),
     ) -> None:
-        if not 1 <= levels <= len(kernel_sizes):
-            raise ValueError(f"levels must be between 1 and {len(kernel_sizes)}, got {levels}.")
+        if not 1 <= num_levels <= len(kernel_sizes):
+            raise ValueError(f"num_levels must be between 1 and {len(kernel_sizes)}, got {num_levels}.")
         super().__init__()
-        self.add_module(
-            "conv",
-            PyConv(spatial_dims, in_channels, out_channels, kernel_sizes[:levels], groups[:levels], bias=False),
-        )
+        conv = PyConv(spatial_dims, in_channels, out_channels, kernel_sizes[:num_levels], groups[:num_levels])
+        self.add_module("conv", conv)
         self.add_module("norm", get_norm_layer(norm, spatial_dims=spatial_dims, channels=out_channels))
         self.add_module("act", get_act_layer(act))
 
@@ -158,7 +165,7 @@ class TwoPyConv(nn.Sequential):
         spatial_dims: number of spatial dimensions.
         in_channels: number of input channels.
         out_channels: number of output channels of both units.
-        levels: number of pyramid levels of both units.
+        num_levels: number of pyramid levels of both units.
         kernel_sizes: kernel sizes to choose the levels from.
         groups: groups to choose the levels from.
         first_groups: groups of the first unit, if they differ (e.g. all ones for a 1-channel image input).
@@ -172,7 +179,7 @@ class TwoPyConv(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        levels: int = 4,
+        num_levels: int = 4,
         kernel_sizes: Sequence[int] = DEFAULT_KERNELS,
         groups: Sequence[int] = DEFAULT_GROUPS,
         first_groups: Sequence[int] | None = None,
@@ -182,11 +189,9 @@ class TwoPyConv(nn.Sequential):
     ) -> None:
         super().__init__()
         g0 = groups if first_groups is None else first_groups
-        self.add_module(
-            "unit0", PyConvNormAct(spatial_dims, in_channels, out_channels, levels, kernel_sizes, g0, norm, act)
-        )
-        self.add_module(
-            "unit1", PyConvNormAct(spatial_dims, out_channels, out_channels, levels, kernel_sizes, groups, norm, act)
-        )
+        unit0 = PyConvNormAct(spatial_dims, in_channels, out_channels, num_levels, kernel_sizes, g0, norm, act)
+        unit1 = PyConvNormAct(spatial_dims, out_channels, out_channels, num_levels, kernel_sizes, groups, norm, act)
+        self.add_module("unit0", unit0)
+        self.add_module("unit1", unit1)
         if dropout > 0:
             self.add_module("dropout", nn.Dropout(dropout))

@@ -44,7 +44,7 @@ class PyConvPart:
     """One launch of a :class:`FastPyConv`: some pyramid levels computed together.
 
     Attributes:
-        levels: indices of the reference levels it computes.
+        level_indices: indices of the reference levels (``PyConv.levels``) it computes.
         kind: ``"conv"``: one convolution with ``groups`` groups and a ``kernel_size`` kernel (each level's kernel
             zero-padded, its groups expanded block-diagonally); ``"depthwise"``: one depthwise convolution with a
             channel multiplier and a ``kernel_size`` kernel, then a sum over the input channels of each level's
@@ -53,7 +53,7 @@ class PyConvPart:
         kernel_size: kernel size of the part, odd and at least every level's kernel size.
     """
 
-    levels: tuple[int, ...]
+    level_indices: tuple[int, ...]
     kind: str = "conv"
     groups: int = 1
     kernel_size: int = 3
@@ -88,10 +88,10 @@ def pyconv_plan(kernel_sizes: Sequence[int], groups: Sequence[int], mode: str) -
     kernel_sizes, groups = tuple(kernel_sizes), tuple(groups)
     n = len(kernel_sizes)
 
-    def conv(levels: Sequence[int], g: int | None = None) -> PyConvPart:
-        levels = tuple(levels)
-        g = math.gcd(*(groups[i] for i in levels)) if g is None else g
-        return PyConvPart(levels, "conv", g, max(kernel_sizes[i] for i in levels))
+    def conv(indices: Sequence[int], g: int | None = None) -> PyConvPart:
+        indices = tuple(indices)
+        g = math.gcd(*(groups[i] for i in indices)) if g is None else g
+        return PyConvPart(indices, "conv", g, max(kernel_sizes[i] for i in indices))
 
     dense_levels = [i for i in range(n) if groups[i] == 1]
     grouped_levels = [i for i in range(n) if groups[i] > 1]
@@ -120,7 +120,6 @@ def pyconv_plan(kernel_sizes: Sequence[int], groups: Sequence[int], mode: str) -
 def plan_macs(
     in_channels: int,
     level_channels: Sequence[int],
-    kernel_sizes: Sequence[int],
     groups: Sequence[int],
     plan: Sequence[PyConvPart],
     spatial_dims: int = 2,
@@ -130,7 +129,6 @@ def plan_macs(
     Args:
         in_channels: input channels of the pyramid.
         level_channels: output channels of each level.
-        kernel_sizes: kernel size of each level (unused: a part's kernel size counts; kept for symmetry).
         groups: groups of each level.
         plan: the parts, e.g. from :func:`pyconv_plan`.
         spatial_dims: number of spatial dimensions.
@@ -142,9 +140,9 @@ def plan_macs(
     for part in plan:
         taps = part.kernel_size**spatial_dims
         if part.kind == "depthwise":
-            total += sum(in_channels * (level_channels[i] // groups[i]) for i in part.levels) * taps
+            total += sum(in_channels * (level_channels[i] // groups[i]) for i in part.level_indices) * taps
         else:
-            total += sum(level_channels[i] for i in part.levels) * (in_channels // part.groups) * taps
+            total += sum(level_channels[i] for i in part.level_indices) * (in_channels // part.groups) * taps
     return total
 
 
@@ -241,7 +239,7 @@ class FastPyConv(nn.Module):
         self.plan = plan
         # one dense convolution over the levels in order: its output is the result, no concatenation
         self._single = len(plan) == 1 and plan[0].kind == "conv" and plan[0].groups == 1
-        self._single = self._single and plan[0].levels == tuple(range(len(self.levels)))
+        self._single = self._single and plan[0].level_indices == tuple(range(len(self.levels)))
 
     @property
     def reference(self) -> PyConv:
@@ -253,13 +251,13 @@ class FastPyConv(nn.Module):
         return self.reference
 
     def _check(self, plan: Sequence[PyConvPart]) -> None:
-        seen = sorted(i for part in plan for i in part.levels)
+        seen = sorted(i for part in plan for i in part.level_indices)
         if seen != list(range(len(self.kernel_sizes))):
             raise ValueError(f"a PyConv plan must cover each of its {len(self.kernel_sizes)} levels once, got {plan}.")
         for part in plan:
             if part.kind not in ("conv", "depthwise"):
                 raise ValueError(f"unknown part kind {part.kind!r}: 'conv' or 'depthwise'.")
-            for i in part.levels:
+            for i in part.level_indices:
                 k, g = self.kernel_sizes[i], self.groups[i]
                 if part.kernel_size < k or (part.kernel_size - k) % 2:
                     raise ValueError(f"part {part} cannot hold level {i} (kernel {k}).")
@@ -268,7 +266,7 @@ class FastPyConv(nn.Module):
 
     def extra_repr(self) -> str:
         parts = ", ".join(
-            f"{p.kind}(levels={list(p.levels)}, "
+            f"{p.kind}(level_indices={list(p.level_indices)}, "
             + (f"groups={p.groups}, " if p.kind == "conv" else "")
             + f"kernel={p.kernel_size})"
             for p in self.plan
@@ -277,9 +275,7 @@ class FastPyConv(nn.Module):
 
     def macs_per_voxel(self) -> int:
         """Multiply-accumulates per output voxel of this plan (see :func:`plan_macs`)."""
-        return plan_macs(
-            self.in_channels, self.level_channels, self.kernel_sizes, self.groups, self.plan, self.spatial_dims
-        )
+        return plan_macs(self.in_channels, self.level_channels, self.groups, self.plan, self.spatial_dims)
 
     def part_weight(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fused weight and bias of part ``index``, built from the reference parameters (differentiable).
@@ -290,7 +286,7 @@ class FastPyConv(nn.Module):
         """
         part = self.plan[index]
         weights, biases = [], []
-        for i in part.levels:
+        for i in part.level_indices:
             level = self.levels[i]
             pad = (part.kernel_size - self.kernel_sizes[i]) // 2
             if part.kind == "conv":
@@ -319,7 +315,7 @@ class FastPyConv(nn.Module):
                     return y
                 y = y.unflatten(1, (part.groups, -1))  # (N, groups, channels of each level per group, ...)
                 off = 0
-                for i in part.levels:
+                for i in part.level_indices:
                     c = self.level_channels[i] // part.groups
                     pieces[i].extend(y[:, j].narrow(1, off, c) for j in range(part.groups))
                     off += c
@@ -328,9 +324,9 @@ class FastPyConv(nn.Module):
                 dim = 1
                 if y.dim() > 3 and y.stride(1) == 1 and y.shape[1] > 1:  # channels last: sum in that layout, keep it
                     y, dim = y.movedim(1, -1), y.dim() - 1
-                multiplier = sum(self.level_channels[i] // self.groups[i] for i in part.levels)
+                multiplier = sum(self.level_channels[i] // self.groups[i] for i in part.level_indices)
                 off = 0
-                for i in part.levels:
+                for i in part.level_indices:
                     g, c = self.groups[i], self.level_channels[i] // self.groups[i]
                     z = y.unflatten(dim, (g, self.in_channels // g, multiplier)).narrow(dim + 2, off, c)
                     z = z.sum(dim + 1).flatten(dim, dim + 1).movedim(dim, 1)

@@ -9,26 +9,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Pool
 
 from pyconv_monai.networks.blocks.pyconv import DEFAULT_GROUPS, DEFAULT_KERNELS, TwoPyConv
+from pyconv_monai.networks.nets.wrappers import pad_to_size
 
-__all__ = ["PyConvUNet", "PyConvUnet", "match_size"]
-
-
-def match_size(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Pad ``x`` at the end of each spatial dimension (replicating its border) to the spatial size of ``ref``.
-
-    Pooling an odd-sized feature map drops its last row; the up-sampled map is then one short of the skip
-    connection, as in MONAI's ``UpCat``.
-    """
-    if x.shape[2:] == ref.shape[2:]:
-        return x
-    pads: list[int] = []
-    for i in range(x.dim() - 1, 1, -1):
-        pads += [0, ref.shape[i] - x.shape[i]]
-    return F.pad(x, pads, mode="replicate")
+__all__ = ["PyConvUNet", "PyConvUnet"]
 
 
 class PyConvUNet(nn.Module):
@@ -39,7 +25,7 @@ class PyConvUNet(nn.Module):
     connection. The network returns logits; the activation belongs to the post-transforms.
 
     Default configuration (2D, one input channel, 512x512): 1.58 M parameters and 8.97 GMac, within the paper's
-    3.7 M / 10.65 GMac (``python -m pyconv_monai.complexity``). Following PyConv's design rule, small feature maps
+    3.7 M / 10.65 GMac (``python benchmarks/table3.py``). Following PyConv's design rule, small feature maps
     get fewer pyramid levels (the bottleneck, at 1/16 resolution, keeps kernels 3 and 5); the 16-channel first
     stage takes three levels, since its 16 channels cannot be split into four levels of which one has 16 groups.
 
@@ -53,8 +39,8 @@ class PyConvUNet(nn.Module):
         out_channels: number of output channels (classes, logits).
         features: number of feature channels of each stage, from the full-resolution stage down to the
             bottleneck; its length is the number of stages (depth + 1).
-        levels: number of pyramid levels of each stage (same length as ``features``); level ``i`` uses
-            ``kernel_sizes[i]`` and ``groups[i]``.
+        stage_levels: number of pyramid levels of each stage (same length as ``features``); pyramid level ``i``
+            uses ``kernel_sizes[i]`` and ``groups[i]``.
         kernel_sizes: kernel size of each pyramid level.
         groups: number of groups of each pyramid level.
         norm: norm type and arguments, e.g. ``"batch"`` or ``("instance", {"affine": True})``.
@@ -79,7 +65,7 @@ class PyConvUNet(nn.Module):
         in_channels: int = 1,
         out_channels: int = 1,
         features: Sequence[int] = (16, 32, 64, 128, 256),
-        levels: Sequence[int] = (3, 4, 4, 3, 2),
+        stage_levels: Sequence[int] = (3, 4, 4, 3, 2),
         kernel_sizes: Sequence[int] = DEFAULT_KERNELS,
         groups: Sequence[int] = DEFAULT_GROUPS,
         norm: str | tuple = "batch",
@@ -87,14 +73,15 @@ class PyConvUNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        features, levels = tuple(features), tuple(levels)
+        features, stage_levels = tuple(features), tuple(stage_levels)
         if spatial_dims not in (2, 3):
             raise ValueError(f"PyConvUNet supports spatial_dims 2 or 3, got {spatial_dims}.")
         if len(features) < 2:
             raise ValueError(f"PyConvUNet needs at least two stages (features), got {features}.")
-        if len(levels) != len(features):
+        if len(stage_levels) != len(features):
             raise ValueError(
-                f"PyConvUNet needs one pyramid level count per stage: features={features}, levels={levels}."
+                f"PyConvUNet needs one pyramid level count per stage: features={features}, "
+                f"stage_levels={stage_levels}."
             )
         if len(kernel_sizes) != len(groups):
             raise ValueError(f"kernel_sizes {tuple(kernel_sizes)} and groups {tuple(groups)} differ in length.")
@@ -104,15 +91,16 @@ class PyConvUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.features = features
-        self.levels = levels
+        self.stage_levels = stage_levels
 
         def stage(
             c_in: int, c_out: int, i: int, first_groups: Sequence[int] | None = None, p: float = 0.0
         ) -> TwoPyConv:
+            n = stage_levels[i]
             try:
-                return TwoPyConv(spatial_dims, c_in, c_out, levels[i], kernel_sizes, groups, first_groups, norm, act, p)
+                return TwoPyConv(spatial_dims, c_in, c_out, n, kernel_sizes, groups, first_groups, norm, act, p)
             except ValueError as e:
-                raise ValueError(f"PyConvUNet stage {i} ({features[i]} features, {levels[i]} levels): {e}") from e
+                raise ValueError(f"PyConvUNet stage {i} ({features[i]} features, {n} levels): {e}") from e
 
         depth = len(features) - 1
         self.encoder = nn.ModuleList()
@@ -144,7 +132,8 @@ class PyConvUNet(nn.Module):
         x = skips.pop()
         for up, dec in zip(self.upsample, self.decoder):
             skip = skips.pop()
-            x = dec(torch.cat([skip, match_size(up(x), skip)], dim=1))
+            # pooling an odd size drops its last row: the up-sampled map may be one short of the skip (as in UpCat)
+            x = dec(torch.cat([skip, pad_to_size(up(x), list(skip.shape[2:]))], dim=1))
         return self.final_conv(x)
 
 

@@ -1,7 +1,7 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What machine a measurement ran on: the CPU's model name and the cores this process may use (for benchmarks)."""
+"""What machine a measurement ran on: the CPU's model name, the cores this process may use and the load average."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextlib
 import os
 import platform
 
-__all__ = ["cpu_cores", "cpu_model"]
+__all__ = ["cpu_cores", "cpu_model", "load_average"]
 
 
 def cpu_model() -> str:
@@ -27,3 +27,8 @@ def cpu_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def load_average() -> str:
+    """The load average over 1, 5 and 15 minutes, ``"0.52 / 0.61 / 0.70"`` (``"n/a"`` where the OS has none)."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"

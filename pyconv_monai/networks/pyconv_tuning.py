@@ -1,7 +1,12 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""Switch the pyramidal convolutions of a network to a fast implementation, by name or by timing each one."""
+"""Choose the implementation of every pyramidal convolution of a network: by name, or by timing each candidate.
+
+:func:`optimize_pyconv` swaps each :class:`PyConv` for a :class:`FastPyConv` plan or a
+:class:`~pyconv_monai.networks.blocks.pyconv_triton.TritonPyConv` (same parameters, same function);
+:func:`autotune_pyconv` times the candidates on each PyConv's real input; :func:`pyconv_modes` reports the choice.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from monai.networks.utils import replace_modules
 
 from pyconv_monai.networks.blocks.pyconv import PyConv
 from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
+from pyconv_monai.networks.blocks.pyconv_triton import TritonPyConv, triton_supported
 
 __all__ = ["OPTIMIZE_MODES", "PyConvTiming", "optimize_pyconv", "autotune_pyconv", "pyconv_modes"]
 
@@ -45,21 +52,21 @@ def _reference(m: nn.Module) -> PyConv:
 
 
 def _replace(net: nn.Module, choose: Callable[[str, PyConv], nn.Module]) -> nn.Module:
-    """Replace every PyConv / FastPyConv ``m`` of ``net`` by ``choose(name, reference of m)``."""
+    """Replace every PyConv / FastPyConv ``m`` of ``net`` by ``choose(name, reference of m)``, in ``m``'s mode.
+
+    MONAI's ``replace_modules`` swaps each one by name; ``replace_modules_by_type`` is not used: it matches exact
+    class names (not :class:`TritonPyConv`, a FastPyConv), passes no name (which ``"auto"`` needs) and prints.
+    """
     if isinstance(net, (PyConv, FastPyConv)):
         return choose("", _reference(net)).train(net.training)
-    for parent_name, parent in list(net.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, (PyConv, FastPyConv)):
-                name = f"{parent_name}.{child_name}" if parent_name else child_name
-                setattr(parent, child_name, choose(name, _reference(child)).train(child.training))
+    found = [(name, m) for name, m in net.named_modules() if isinstance(m, (PyConv, FastPyConv))]
+    for name, m in found:  # the replacements hold the same parameters: no device to match
+        replace_modules(net, name, choose(name, _reference(m)).train(m.training), match_device=False)
     return net
 
 
 def _build(ref: PyConv, mode: str) -> nn.Module:
     if mode == "triton":
-        from pyconv_monai.networks.blocks.pyconv_triton import TritonPyConv, triton_supported
-
         return TritonPyConv(ref) if triton_supported(ref) else ref
     return ref if mode == "reference" else FastPyConv(ref, mode)
 
@@ -146,7 +153,11 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 @torch.no_grad()
 def _capture_inputs(net: nn.Module, example_input: torch.Tensor) -> dict[str, tuple[torch.Tensor, bool]]:
-    """One forward pass (eval mode: batch-norm statistics untouched) recording each PyConv's input."""
+    """One forward pass (eval mode: batch-norm statistics untouched) recording each PyConv's input.
+
+    Each module's own train/eval mode is restored afterwards. MONAI's ``eval_mode`` is not used: it restores
+    ``train()`` on the whole network, which would switch on submodules kept in eval mode (e.g. a frozen batch norm).
+    """
     seen: dict[str, tuple[torch.Tensor, bool]] = {}
     hooks = []
     for name, m in net.named_modules():

@@ -1,24 +1,28 @@
+#!/usr/bin/env python
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
 """The paper's Table 3: parameters and multiply-accumulates of every network at 1x1x512x512.
 
-Run ``python -m pyconv_monai.complexity`` for the markdown table (``--out FILE`` also writes it).
+Run ``python benchmarks/table3.py`` for the markdown table (``--out FILE`` also writes it, atomically).
 MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; FLOPs / 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import write_text
 from pyconv_monai.networks import get_network, list_networks
 from pyconv_monai.networks.nets import ValidUNet
 
@@ -87,17 +91,19 @@ def count_macs(net: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass of ``net`` on a zero tensor of ``input_shape`` (FLOPs / 2).
 
     Args:
-        net: the network (put in eval mode for the count).
+        net: the network (put in eval mode for the count); the input is made on the device of its parameters, so a
+            network on the ``meta`` device is counted without computing anything.
         input_shape: ``(B, C, *spatial)``.
 
     Returns:
         the number of MACs of convolutions and matrix products.
     """
+    param = next(net.parameters(), None)
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            net(torch.zeros(input_shape))
+            net(torch.zeros(input_shape, device=None if param is None else param.device))
     finally:
         net.train(was_training)
     return counter.get_total_flops() // 2
@@ -148,19 +154,6 @@ def format_table(rows: list[Complexity]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print Table 3 (and write it to ``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Parameters and multiply-accumulates at 1x1x{args.size}x{args.size}, one output channel, counted with "
         "torch.utils.flop_counter.FlopCounterMode (FLOPs / 2; convolutions and matrix products).\n"
-        "Command: `python -m pyconv_monai.complexity`\n"
+        "Command: `python benchmarks/table3.py`\n"
     )
     text = header + "\n" + format_table(complexity_table(args.size)) + "\n"
     print(text)
     if args.out:
-        _write_atomic(args.out, text)
+        write_text(args.out, text)
     return 0
 
 

@@ -3,9 +3,9 @@
 
 """A PNG of one axial slice with a segmentation drawn over it, to look at what ``pyconv-monai segment`` wrote.
 
-``python -m pyconv_monai.overlay IMAGE MASK OUT.png`` reads the image (a DICOM series folder or a volume, with the
-project's readers) and the mask (``<case>_seg.nii.gz``), puts both in radiological display (patient's right on the
-left, anterior at the top), picks the slice with the largest mask area (or ``--slice``) and writes the CT in a
+``python -m pyconv_monai.visualize.overlay IMAGE MASK OUT.png`` reads the image (a DICOM series folder or a volume,
+with the project's readers) and the mask (``<case>_seg.nii.gz``), puts both in radiological display (patient's right
+on the left, anterior at the top), picks the slice with the largest mask area (or ``--slice``) and writes the CT in a
 window beside the same slice with the mask in red; ``--reference LABEL --reference-value V`` outlines a reference
 segmentation (voxels equal to ``V``) in green.
 """
@@ -15,11 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
+from monai.transforms import LoadImage
+from PIL import Image
+from scipy.ndimage import binary_erosion
+
+from pyconv_monai.data.formats import get_reader
+from pyconv_monai.data.meta import tracking_meta
+from pyconv_monai.utils import atomic_write
 
 __all__ = ["display_volume", "overlay_slice", "write_overlay", "main"]
 
@@ -45,11 +51,6 @@ def _load(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if path.endswith((".nii", ".nii.gz")):
         img = nib.load(path)
         return np.asarray(img.dataobj), np.asarray(img.affine, float)
-    from monai.transforms import LoadImage
-
-    from pyconv_monai.data.formats import get_reader
-    from pyconv_monai.data.meta import tracking_meta
-
     with tracking_meta():
         vol = LoadImage(image_only=True)(path, reader=get_reader(path))
     return np.asarray(vol), np.asarray(vol.affine, float)
@@ -63,8 +64,6 @@ def _same_grid(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
-
     return mask & ~binary_erosion(mask, iterations=2)
 
 
@@ -129,8 +128,6 @@ def write_overlay(
         FileExistsError: ``out_png`` exists and ``overwrite`` is False.
         ValueError: the mask or the reference is not on the image's grid; the slice is out of range.
     """
-    from PIL import Image
-
     out_png = os.fspath(out_png)
     if os.path.lexists(out_png) and not overwrite:
         raise FileExistsError(f"{out_png} exists; pass overwrite=True (--overwrite) to replace it")
@@ -148,22 +145,9 @@ def write_overlay(
     if not 0 <= k < img[0].shape[2]:
         raise ValueError(f"slice {k} is out of range: the image has {img[0].shape[2]} axial slices")
     picture = overlay_slice(img[0][:, :, k].T, seg[0][:, :, k].T, None if ref is None else ref[:, :, k].T, window)
-    folder = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".overlay.", suffix=".png", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    with atomic_write(out_png, overwrite=overwrite) as tmp:  # no-clobber, even if the file appeared meanwhile
         Image.fromarray(picture).save(tmp, format="PNG", optimize=True)
-        if overwrite:
-            os.replace(tmp, out_png)
-        else:
-            os.link(tmp, out_png)  # no-clobber, even if the file appeared meanwhile
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {
         "slice": k,
         "mask_pixels": int(area[k]),
@@ -180,8 +164,10 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pyconv_monai.overlay IMAGE MASK OUT.png [--slice K] [--reference L --reference-value V]``."""
-    parser = argparse.ArgumentParser(prog="python -m pyconv_monai.overlay", description=__doc__.split("\n\n")[0])
+    """``python -m pyconv_monai.visualize.overlay IMAGE MASK OUT.png [--slice K] [--reference L --reference-value V]``.
+    """
+    parser = argparse.ArgumentParser(prog="python -m pyconv_monai.visualize.overlay",
+                                     description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("image", help="DICOM series folder or volume")
     parser.add_argument("mask", help="mask volume on the image's grid, e.g. <case>_seg.nii.gz")
     parser.add_argument("out", help="PNG to write")
@@ -195,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = write_overlay(args.image, args.mask, args.out, args.slice, args.reference, args.reference_value,
                              tuple(args.window), args.overwrite)  # fmt: skip
     except (FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"pyconv_monai.overlay: error: {e}", file=sys.stderr)
+        print(f"pyconv_monai.visualize.overlay: error: {e}", file=sys.stderr)
         return 2
     text = f"wrote {args.out}: slice {info['slice']}, mask {info['mask_pixels']} pixels"
     text += f"; volume: mask {info['mask_ml']:.2f} mL"
