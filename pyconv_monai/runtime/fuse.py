@@ -19,6 +19,7 @@ import copy
 
 import torch
 import torch.nn as nn
+from monai.networks.utils import replace_modules
 
 from pyconv_monai.networks.blocks.pyconv import PyConv, PyConvNormAct
 from pyconv_monai.networks.blocks.pyconv_fast import FastPyConv, pyconv_plan
@@ -136,8 +137,7 @@ def fuse_for_inference(net: nn.Module, mode: str = "dense", inplace: bool = Fals
     net.eval()
     if isinstance(net, PyConvNormAct):
         return FusedPyConvNormAct(net, mode).eval()
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, PyConvNormAct):
-                setattr(parent, name, FusedPyConvNormAct(child, mode).eval())
+    units = [(name, m) for name, m in net.named_modules() if isinstance(m, PyConvNormAct)]
+    for name, unit in units:  # MONAI's swap by name; the fused unit is built on its unit's device
+        replace_modules(net, name, FusedPyConvNormAct(unit, mode).eval(), match_device=False)
     return net
