@@ -16,7 +16,7 @@ import numpy as np
 
 from pyconv_monai.utils import atomic_write
 
-__all__ = ["REPO", "command_line", "dice", "markdown_table", "shared_data", "write_text"]
+__all__ = ["REPO", "command_line", "dice", "markdown_table", "print_and_write", "shared_data", "write_text"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +72,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, overwrite=True) as tmp:
         Path(tmp).write_text(text)
+
+
+def print_and_write(text: str, out: str | os.PathLike | None = None) -> None:
+    """Print a benchmark's table, and write it to ``out`` (``--out``) too when given."""
+    print(text)
+    if out:
+        write_text(out, text)

@@ -52,7 +52,7 @@ from pydicom.uid import generate_uid
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, command_line, dice, markdown_table, shared_data, write_text
+from benchmarks.common import REPO, command_line, dice, markdown_table, print_and_write, shared_data
 from benchmarks.machine import cpu_cores, cpu_model, load_average
 from pyconv_monai.cli import segment
 from pyconv_monai.data import DicomSeriesReader
@@ -310,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     study = study_rows(args) if args.study_slices > 0 else []
     scores = dice_rows(args) if args.dice else []
     table = report(args, host, slices, study, scores)
-    print(table)
-    if args.out:
-        write_text(args.out, table)
+    print_and_write(table, args.out)
     return 0
 
 

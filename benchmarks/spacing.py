@@ -34,7 +34,7 @@ from monai.transforms import Orientation
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, dice, markdown_table, shared_data, write_text
+from benchmarks.common import command_line, dice, markdown_table, print_and_write, shared_data
 from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.cli import segment
 from pyconv_monai.data import geometry_mismatch, tracking_meta
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     table = run(args)
-    print(table)
-    if args.out:
-        write_text(args.out, table)
+    print_and_write(table, args.out)
     return 0
 
 

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_text
+from benchmarks.common import print_and_write
 from pyconv_monai.networks import get_network, list_networks
 from pyconv_monai.networks.nets import ValidUNet
 
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "Command: `python benchmarks/table3.py`\n"
     )
     text = header + "\n" + format_table(complexity_table(args.size)) + "\n"
-    print(text)
-    if args.out:
-        write_text(args.out, text)
+    print_and_write(text, args.out)
     return 0
 
 
