@@ -14,6 +14,7 @@ from .dicom import (
     is_dicom_file,
     is_dicom_seg,
     series_geometry,
+    sorted_series_headers,
 )
 from .formats import SUPPORTED_FORMATS, file_stem, get_reader, image_kind, num_slices, slice_axis
 from .geometry import geometry_mismatch, take_slice
@@ -42,6 +43,7 @@ __all__ = [
     "num_slices",
     "safe_case_id",
     "series_geometry",
+    "sorted_series_headers",
     "slice_axis",
     "split_datalist",
     "take_slice",

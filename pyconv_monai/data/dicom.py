@@ -33,6 +33,7 @@ __all__ = [
     "is_dicom_file",
     "is_dicom_seg",
     "series_geometry",
+    "sorted_series_headers",
 ]
 
 PathLike = str | os.PathLike
@@ -420,6 +421,35 @@ def series_geometry(
     return order, affine
 
 
+def sorted_series_headers(
+    files: Sequence[PathLike], name: str = "", rtol: float = 0.01
+) -> tuple[list[str], list[pydicom.Dataset], np.ndarray]:
+    """The files of one single-frame series and their headers (no pixel data), in slice order, with its affine.
+
+    What :class:`DicomSeriesReader` stacks: the order and the checks of :func:`series_geometry`.
+
+    Args:
+        files: the series' files, in any order.
+        name: the series' name (folder) for messages.
+        rtol: tolerance on slice steps, relative to the smallest step.
+
+    Returns:
+        the files and their headers, ascending along the slice normal, and the 4x4 affine in LPS.
+
+    Raises:
+        ValueError: a header cannot be read (the file is named), or the slices do not form a regular volume.
+    """
+    paths = [os.fspath(f) for f in files]
+    headers = []
+    for path in paths:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception as e:
+            raise ValueError(f"{path}: cannot read the DICOM header ({type(e).__name__}: {e}).") from e
+    order, affine = series_geometry(headers, paths, name=name, rtol=rtol)
+    return [paths[i] for i in order], [headers[i] for i in order], affine
+
+
 def _warn_instance_gaps(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
     """Warn where InstanceNumber, usually consecutive along the slices, jumps: a file may be missing."""
     numbers = [_int_or_none(h.get("InstanceNumber")) for h in headers]
@@ -546,15 +576,8 @@ class DicomSeriesReader(ImageReader):
                 f"{name}: series {series.key!r} is an enhanced multi-frame DICOM file ({series.files[0]}); "
                 "only single-frame series are supported. Convert it, e.g. with dcm2niix, to NIfTI."
             )
-        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
-        order, affine = series_geometry(headers, series.files, name=name, rtol=self.rtol)
-        return _SeriesData(
-            name=name,
-            series=series,
-            files=[series.files[i] for i in order],
-            headers=[headers[i] for i in order],
-            affine_lps=affine,
-        )
+        files, headers, affine = sorted_series_headers(series.files, name=name, rtol=self.rtol)
+        return _SeriesData(name=name, series=series, files=files, headers=headers, affine_lps=affine)
 
     def get_data(self, img: _SeriesData) -> tuple[np.ndarray, dict]:
         """Decode every slice and stack them.

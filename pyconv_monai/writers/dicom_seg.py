@@ -23,7 +23,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from pyconv_monai import __version__
-from pyconv_monai.data import series_geometry
+from pyconv_monai.data import sorted_series_headers
 from pyconv_monai.utils import atomic_write
 
 __all__ = ["DEFAULT_SEGMENT", "reference_headers", "segment_description", "series_headers", "write_dicom_seg"]
@@ -84,11 +84,11 @@ def series_headers(
 ) -> list[pydicom.Dataset]:
     """The headers of a single-frame series' files (no pixel data), in the order of the loaded volume's slices.
 
-    :class:`pyconv_monai.data.DicomSeriesReader` (so :class:`pyconv_monai.transforms.LoadVolume`) stacks the files
-    along the slice normal (:func:`pyconv_monai.data.series_geometry`). This reads their headers with pydicom
-    (``stop_before_pixels``) and orders them the same way, so that header ``k`` is the source of slice ``k`` of the
-    volume as stored (frame ``k`` of :func:`write_dicom_seg`). The reader already warned about the series' geometry
-    (gantry tilt, InstanceNumber gaps); those warnings are not repeated.
+    The headers come from :func:`pyconv_monai.data.sorted_series_headers`, the order in which
+    :class:`pyconv_monai.data.DicomSeriesReader` (so :class:`pyconv_monai.transforms.LoadVolume`) stacks the files,
+    so that header ``k`` is the source of slice ``k`` of the volume as stored (frame ``k`` of :func:`write_dicom_seg`).
+    The reader already warned about the series' geometry (gantry tilt, InstanceNumber gaps); those warnings are not
+    repeated.
 
     Args:
         files: the series' files, in any order.
@@ -103,25 +103,18 @@ def series_headers(
         ValueError: a header cannot be read, the files do not form one regular volume, or their geometry is not
             ``affine``'s.
     """
-    paths = [os.fspath(f) for f in files]
-    headers = []
-    for path in paths:
-        try:
-            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
-        except Exception as e:
-            raise ValueError(f"{path}: cannot read the DICOM header ({type(e).__name__}: {e}).") from e
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the reader already warned about this series' geometry
         warnings.simplefilter("ignore")
-        order, affine_lps = series_geometry(headers, paths)
+        _, headers, affine_lps = sorted_series_headers(files)
     if affine is not None:
         ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_lps
         given = np.asarray(affine, float)
         if given.shape != (4, 4) or not np.allclose(given, ras, atol=atol):
             raise ValueError(
-                f"{os.path.dirname(paths[0])}: the image's affine is not the series' stored geometry; the DICOM SEG "
-                "needs the mask in the series' own voxel order (columns, rows, slices)."
+                f"{os.path.dirname(os.fspath(files[0]))}: the image's affine is not the series' stored geometry; the "
+                "DICOM SEG needs the mask in the series' own voxel order (columns, rows, slices)."
             )
-    return [headers[i] for i in order]
+    return headers
 
 
 def reference_headers(headers: Sequence[pydicom.Dataset]) -> tuple[list[pydicom.Dataset], list[str]]:
