@@ -118,14 +118,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_bundle(bundle: str) -> bool:
-    try:
-        bundle_dir(bundle)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 def _passes_runtime(config_file: Path) -> bool:
     """Whether a component of ``config_file`` (the predictor) takes the config's ``runtime`` as its ``runtime``."""
     parser = ConfigParser()
@@ -191,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tta:
         overrides["tta"] = True
     if args.runtime:
-        config = bundle_dir(args.bundle) / "configs" / "inference.json" if _is_bundle(args.bundle) else None
+        try:
+            config = bundle_dir(args.bundle) / "configs" / "inference.json"
+        except FileNotFoundError:
+            config = None  # segment() reports the unknown bundle
         if config is not None and not _passes_runtime(config):
             print(f"pyconv-monai: error: {config} does not pass the runtime to its predictor (needs "
                   '"runtime": "auto" and "runtime": "@runtime" among the predictor\'s arguments)', file=sys.stderr)

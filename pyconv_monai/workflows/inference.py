@@ -241,6 +241,8 @@ class SegmentationPredictor:
         self.network = network.to(self.device)
         self.output_dir = os.path.abspath(os.fspath(output_dir))
         self.checkpoint_loader = checkpoint_loader
+        # the weights file, absolute (for the log and the exported model.onnx beside it)
+        self.ckpt_path = None if checkpoint_loader is None else os.path.abspath(os.fspath(checkpoint_loader.load_path))
         self.loader = loader if loader is not None else LoadVolumed("image", axcodes=None)
         self.progress = as_bool(progress) and _has_tqdm
         self.inferer = inferer or SliceInferer(
@@ -305,13 +307,12 @@ class SegmentationPredictor:
         if not self._weights_loaded:
             load_checkpoint(self.checkpoint_loader)
             self._weights_loaded = True
-            logger.info(f"loaded weights from {os.path.abspath(os.fspath(self.checkpoint_loader.load_path))}")
+            logger.info(f"loaded weights from {self.ckpt_path}")
         self.network.eval()
         if self._runner is None:
             options = dict(self.runtime_options)
-            if self.checkpoint_loader is not None and "model_file" not in options:
-                folder = os.path.dirname(os.path.abspath(os.fspath(self.checkpoint_loader.load_path)))
-                options["model_file"] = os.path.join(folder, "model.onnx")
+            if self.ckpt_path is not None and "model_file" not in options:
+                options["model_file"] = os.path.join(os.path.dirname(self.ckpt_path), "model.onnx")
             self._runner = select_runtime(self.network, self.runtime, self.device, **options)
         os.makedirs(self.output_dir, exist_ok=True)
         for path in remove_stale_temps(self.output_dir):
