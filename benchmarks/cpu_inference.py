@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import platform
 import statistics
@@ -163,17 +162,8 @@ def build_study(series: Path, copies: int, dst: Path) -> int:
     return n
 
 
-def _predictor_id(config: dict) -> str:
-    for key, value in config.items():
-        if isinstance(value, dict) and str(value.get("_target_", "")).endswith("SegmentationPredictor"):
-            return key
-    raise ValueError("no SegmentationPredictor in the bundle's inference.json")
-
-
 def study_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
-    config = json.loads((REPO / "bundles" / args.bundle / "configs" / "inference.json").read_text())
-    pid = _predictor_id(config)
     with tempfile.TemporaryDirectory() as tmp:
         study = Path(tmp) / "study"
         study.mkdir()
@@ -181,8 +171,8 @@ def study_rows(args: argparse.Namespace) -> list[dict]:
         n = build_study(Path(args.series), copies, study)
         for runtime in args.study_runtimes:
             out = Path(tmp) / f"out_{runtime}"
-            overrides = {f"{pid}#runtime": runtime, "device": "cpu", "progress": False, "batch_size": args.batch_size,
-                         f"{pid}#runtime_options": {"threads": args.threads}}  # fmt: skip
+            overrides = {"runtime": runtime, "device": "cpu", "progress": False, "batch_size": args.batch_size,
+                         "runtime_options": {"threads": args.threads}}  # fmt: skip
             start, cpu_start = time.perf_counter(), time.process_time()
             segment(study, out, args.bundle, overrides, configure_logging=False)
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start

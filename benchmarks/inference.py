@@ -8,8 +8,9 @@ one table.
     python benchmarks/inference.py                      # the real 20-slice JPEG 2000 series, 4 slices inferred
     python benchmarks/inference.py --slices 20 --out docs/inference_benchmark.md
 
-Every step runs the code the bundles' ``inference.json`` runs (``SegmentationPredictor``'s pieces), on a real DICOM
-series from ``../shared/data`` (default: ``ct_dicom_totalseg``, 20 slices, JPEG 2000 lossless):
+Every step runs the code of the steps of the bundles' ``inference.json`` (``preprocessing``, ``inferer``,
+``postprocessing``), on a real DICOM series from ``../shared/data`` (default: ``ct_dicom_totalseg``, 20 slices,
+JPEG 2000 lossless):
 
 - ``read``: find the series' files, read and sort the headers, decode every slice to HU (``DicomSeriesReader``);
 - ``preprocess``: orientation to the bundle's axes and its CT window;

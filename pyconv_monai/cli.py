@@ -52,7 +52,8 @@ def segment(
 
     Raises:
         pyconv_monai.workflows.InferenceError: some cases failed (the others were written).
-        FileNotFoundError, FileExistsError, ValueError: see :meth:`pyconv_monai.workflows.SegmentationPredictor.run`.
+        FileNotFoundError, FileExistsError, ValueError: the run could not start (no input, an earlier run's
+            ``volumes.csv``, no images, weights missing or unusable).
     """
     root = bundle_dir(bundle)
     configs = root / "configs"
@@ -72,7 +73,7 @@ def segment(
         rows = workflow.run()
     finally:
         workflow.finalize()
-    return rows[0] if isinstance(rows, list) and rows else rows
+    return rows[-1] if isinstance(rows, list) and rows else rows  # the last expression of "run": the evaluator's
 
 
 def _parser() -> argparse.ArgumentParser:

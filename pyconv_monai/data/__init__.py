@@ -6,6 +6,7 @@ lacks, slice geometry."""
 
 from .cases import DEFAULT_EXCLUDE, find_cases
 from .datalist import LAYOUTS, detect_layout, load_datalist, safe_case_id
+from .dataset import CaseDataset
 from .dicom import (
     DicomSegReader,
     DicomSeries,
@@ -23,6 +24,7 @@ from .split import split_datalist
 from .tiff import TiffReader, tiff_num_pages
 
 __all__ = [
+    "CaseDataset",
     "DEFAULT_EXCLUDE",
     "DicomSegReader",
     "DicomSeries",

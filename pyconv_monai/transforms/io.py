@@ -342,14 +342,20 @@ class LoadSlice2D(Transform):
 class LoadVolumed(MapTransform):
     """Dictionary version of :class:`LoadVolume`; later keys (labels) must lie on the first key's voxel grid.
 
-    Training and evaluation load volumes with it, and inference (:class:`pyconv_monai.workflows.SegmentationPredictor`,
-    the bundles' ``loader``) loads every case with it: ``{"image": path or the files of a DICOM series,
-    "series_uid": ...}``. Meta of DICOM series: ``modality``, ``series_uid``, ``series_description``.
+    Training and evaluation load volumes with it, and so does the first step of the bundles' inference
+    ``preprocessing``: ``{"image": path, "files": the files of a DICOM series, "series_uid": ...}`` (a case of
+    :func:`pyconv_monai.data.find_cases`). An item whose first key already holds an image (a tensor or array, as
+    MONAI Deploy's and MONAI Label's ``preprocessing`` receive it) is passed on unchanged, so a client that loads the
+    image itself runs the same recipe. Meta of loaded files: ``kind`` (:func:`pyconv_monai.data.image_kind`) and
+    ``original_channel_dim`` 0 (the output is channel first, so a following ``EnsureChannelFirstd`` keeps it); DICOM
+    series add ``modality``, ``series_uid``, ``series_description``.
 
     Args:
         keys: keys of the paths to load (the first key may hold the files of one DICOM series); the first is the
             reference image.
         series_uid_key: item key holding the DICOM series of the first key, where its folder holds several.
+        files_key: item key holding the files of the first key's DICOM series (read instead of its folder when the
+            item has it; ``None``: never).
         axcodes: see :class:`LoadVolume`.
         dtype: output dtype.
         nonfinite: ``"raise"`` or ``"fill"``.
@@ -365,6 +371,7 @@ class LoadVolumed(MapTransform):
         self,
         keys: KeysCollection = ("image", "label"),
         series_uid_key: str = "series_uid",
+        files_key: str | None = "files",
         axcodes: str | None = "PLS",
         dtype: DtypeLike = np.float32,
         nonfinite: str = "raise",
@@ -375,6 +382,7 @@ class LoadVolumed(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.series_uid_key = series_uid_key
+        self.files_key = files_key
         self.resample_labels = resample_labels
         self.tol = tol
         self.volumes = LoadVolume(axcodes=axcodes, dtype=dtype, nonfinite=nonfinite, cache_size=cache_size)
@@ -384,10 +392,17 @@ class LoadVolumed(MapTransform):
         ref: tuple[MetaTensor, str] | None = None
         with tracking_meta() as track:
             for i, key in enumerate(self.key_iterator(d)):
-                source = _source(d[key], key) if i == 0 else _path_str(d[key], key)
+                if i == 0 and isinstance(d[key], (torch.Tensor, np.ndarray)):
+                    d[key] = d[key] if isinstance(d[key], MetaTensor) else MetaTensor(d[key])  # loaded by a client
+                    ref = (d[key], str(d[key].meta.get(ImageMetaKey.FILENAME_OR_OBJ, key)))
+                    continue
+                files = d.get(self.files_key) if i == 0 and self.files_key else None
+                source = _source(files or d[key], key) if i == 0 else _path_str(d[key], key)
                 vol = self.volumes.cached(source, d.get(self.series_uid_key) if i == 0 else None)
                 if self.volumes._cache.size > 0:
                     vol = vol.clone()
+                vol.meta["kind"] = "dicom_series" if isinstance(source, tuple) else image_kind(source)
+                vol.meta["original_channel_dim"] = 0
                 if ref is None:
                     ref = (vol, _name(source))
                 else:

@@ -1,19 +1,28 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What the bundles' configs call: transform recipes, the data-set check, distributed set-up, the inference runner
-(:class:`SegmentationPredictor`) and its weights loading; ``export`` checks and zips a bundle."""
+"""What the bundles' configs call: transform recipes, the data-set check, distributed set-up, the inference engine
+(:class:`SegmentationEvaluator`) and its handlers; ``export`` checks and zips a bundle."""
 
 from pyconv_monai.utils import as_bool
 
 from .bundle import require_dataset
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
-from .inference import InferenceError, SegmentationPredictor, load_checkpoint
+from .inference import (
+    InferenceError,
+    RuntimeHandler,
+    SegmentationEvaluator,
+    VolumeTableWriter,
+    load_checkpoint,
+    require_cases,
+)
 from .recipes import augmentation, case_names, load_transforms
 
 __all__ = [
     "InferenceError",
-    "SegmentationPredictor",
+    "RuntimeHandler",
+    "SegmentationEvaluator",
+    "VolumeTableWriter",
     "as_bool",
     "augmentation",
     "case_names",
@@ -25,5 +34,6 @@ __all__ = [
     "load_transforms",
     "main_process_only",
     "rank",
+    "require_cases",
     "require_dataset",
 ]

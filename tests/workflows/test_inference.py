@@ -24,6 +24,7 @@ import pytest
 import SimpleITK as sitk
 import tifffile
 import torch
+from monai.transforms import Compose
 from PIL import Image
 
 from pyconv_monai.cli import segment
@@ -400,7 +401,7 @@ def test_liver_window_puts_real_liver_at_the_training_gray_level(shared_data):
     ct = LoadVolume(axcodes="RAS")(str(shared_data / "ct_dicom_totalseg" / "dicom"))
     label = LoadVolume(axcodes="RAS")(str(shared_data / "ct_dicom_totalseg" / "labels" / "example_seg_dicom.nii.gz"))
     liver = label[0] == 5
-    window = _bundle_config("liver_ct_segmentation", "ct_preprocessing")
+    window = Compose(_bundle_config("liver_ct_segmentation", "ct_intensity"))
     real = float(np.median(window({"image": ct})["image"][0][liver].numpy() * 255))
     assert abs(real - train) < 12, (real, train)
     for preset in ("liver", "abdomen"):
@@ -430,14 +431,18 @@ def test_liver_orientation_puts_real_anatomy_where_the_training_pngs_have_it(sha
     assert np.nonzero(np.isin(pls[0].numpy(), (32, 33)))[0].mean() > 256
 
 
-def test_the_config_shows_the_loading_chain(tmp_path):
-    """The loader and the weights are config items the predictor runs: the training/evaluation loader
-    (``LoadVolumed``, stored voxel order) and MONAI's ``CheckpointLoader`` of ``ckpt_file`` into the network, each
-    changed by its id."""
+def test_the_config_shows_the_whole_recipe(tmp_path):
+    """The recipe is in the config's standard sections, each step changed by its id: ``preprocessing`` starts with the
+    training/evaluation loader (``LoadVolumed``, stored voxel order), ``postprocessing`` inverts ``preprocessing`` and
+    ends with the writers, and the evaluator loads the weights with MONAI's ``CheckpointLoader`` of ``ckpt_file``
+    into the network it runs."""
     from monai.bundle import ConfigParser
     from monai.handlers import CheckpointLoader
+    from monai.inferers import SliceInferer
+    from monai.transforms import Invertd
 
     from pyconv_monai.transforms import LoadVolumed
+    from pyconv_monai.writers import SaveImageDicomSegd, SaveImageMaskd
 
     for bundle in ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation"):
         parser = ConfigParser()
@@ -445,13 +450,19 @@ def test_the_config_shows_the_loading_chain(tmp_path):
         parser.update({"bundle_root": str(REPO / "bundles" / bundle), "output_dir": str(tmp_path / "out"),
                        "device": "$torch.device('cpu')", "ckpt_file": str(tmp_path / "w.pt"),
                        "loader#nonfinite": "fill"})  # fmt: skip
-        predictor = parser.get_parsed_content("evaluator")
-        assert isinstance(predictor.loader, LoadVolumed) and predictor.loader.volumes.axcodes is None
-        assert predictor.loader.volumes.nonfinite == "fill"
-        assert isinstance(predictor.checkpoint_loader, CheckpointLoader)
-        assert predictor.checkpoint_loader.load_path == str(tmp_path / "w.pt")
-        assert predictor.checkpoint_loader.load_dict["network"] is predictor.network
-        assert predictor.checkpoint_loader.strict
+        evaluator = parser.get_parsed_content("evaluator")
+        pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+        loader = pre.transforms[0]
+        assert isinstance(loader, LoadVolumed) and loader.volumes.axcodes is None
+        assert loader.volumes.nonfinite == "fill"
+        assert isinstance(post.transforms[0], Invertd) and post.transforms[0].transform is pre
+        assert [type(t) for t in post.transforms[-2:]] == [SaveImageMaskd, SaveImageDicomSegd]
+        assert isinstance(parser.get_parsed_content("slice_inferer"), SliceInferer)
+        assert evaluator.data_loader.dataset.transform is pre
+        (checkpoint_loader,) = [h for h in parser.get_parsed_content("handlers") if isinstance(h, CheckpointLoader)]
+        assert checkpoint_loader.load_path == str(tmp_path / "w.pt")
+        assert checkpoint_loader.load_dict["network"] is evaluator.network
+        assert checkpoint_loader.strict
     assert not (tmp_path / "out").exists()  # building writes nothing
 
 

@@ -191,23 +191,6 @@ def test_training_override_resamples_volumes_and_keeps_png_slices(shared_data, t
     assert torch.equal(torch.as_tensor(plain["label"]), torch.as_tensor(overridden["label"]))
 
 
-def test_slices_in_chunks_give_the_same_mask(shared_data, tmp_path):
-    """``max_slices`` bounds memory (resampling and network run on that many slices at a time) without changing the
-    result: chunks of 7 slices of the resampled 3 mm volume give exactly the mask of one chunk of all 30."""
-    from tests.workflows.test_inference import CONV, shift_weights
-
-    image = shared_data / "ct_nifti_totalseg" / "example_ct_sm.nii.gz"
-    base = {"network_def": CONV, "ckpt_file": str(shift_weights(tmp_path / "shift.pt")), "device": "cpu",
-            "progress": False, "runtime": "torch"}  # fmt: skip
-    masks = []
-    for n in (7, 64):
-        rows = segment(image, tmp_path / f"out{n}", "lung_ct_segmentation", {**base, "max_slices": n},
-                       configure_logging=False)  # fmt: skip
-        masks.append(np.asarray(nib.load(tmp_path / f"out{n}" / rows[0]["mask"]).dataobj))
-    assert masks[0].shape == (122, 101, 30) and masks[0].any()
-    np.testing.assert_array_equal(masks[0], masks[1])
-
-
 def test_a_1024_matrix_at_half_a_millimetre_is_resampled_down_and_back(tmp_path, caplog):
     """A small-FOV 1024x1024 reconstruction at 0.5 mm: the network sees 0.8 mm slices (lung bundle), the mask comes
     back on the 1024x1024 grid with the input's affine."""
@@ -218,7 +201,7 @@ def test_a_1024_matrix_at_half_a_millimetre_is_resampled_down_and_back(tmp_path,
     affine = np.diag([-0.5, -0.5, 2.0, 1.0])
     nib.save(nib.Nifti1Image(hu, affine), tmp_path / "small_fov.nii.gz")
     values = {"network_def": CONV, "ckpt_file": str(shift_weights(tmp_path / "shift.pt")), "device": "cpu",
-              "progress": False, "runtime": "torch", "max_slices": 2}  # fmt: skip
+              "progress": False, "runtime": "torch"}  # fmt: skip
     with caplog.at_level(logging.INFO, logger="pyconv_monai"):
         rows = segment(tmp_path / "small_fov.nii.gz", tmp_path / "out", "lung_ct_segmentation", values,
                        configure_logging=False)  # fmt: skip
