@@ -10,6 +10,7 @@ from .bundle import require_dataset
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
 from .inference import (
     InferenceError,
+    OutputFolderLock,
     RuntimeHandler,
     SegmentationEvaluator,
     VolumeTableWriter,
@@ -20,6 +21,7 @@ from .recipes import augmentation, case_names, load_transforms
 
 __all__ = [
     "InferenceError",
+    "OutputFolderLock",
     "RuntimeHandler",
     "SegmentationEvaluator",
     "VolumeTableWriter",

@@ -14,6 +14,8 @@ a config cannot say in a line:
   modality, an existing output, NaN logits) becomes its row of ``volumes.csv`` and the other cases go on;
 - :class:`VolumeTableWriter`, the handler that refuses a folder holding an earlier run's ``volumes.csv``, logs each
   case, writes ``volumes.csv`` and raises :class:`InferenceError` at the end when a case failed;
+- :class:`OutputFolderLock`, the handler that, before the network runs, makes sure the output folder is writable and
+  not in use by another run, and lets a run interrupted there be completed;
 - :class:`RuntimeHandler`, the handler that, once the weights are loaded, hands the network to the CPU runtime
   (:func:`pyconv_monai.runtime.select_runtime`).
 """
@@ -21,6 +23,7 @@ a config cannot say in a line:
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import time
@@ -45,12 +48,13 @@ from pyconv_monai.handlers import load_checkpoint
 from pyconv_monai.runtime import RUNTIMES
 from pyconv_monai.runtime import runtime_options as runtime_options_of
 from pyconv_monai.runtime import select_runtime
-from pyconv_monai.utils import as_bool, output_path, remove_stale_temps
-from pyconv_monai.writers import write_csv
+from pyconv_monai.utils import as_bool, atomic_write, output_path, remove_stale_temps
+from pyconv_monai.writers import case_outputs, write_csv
 
 __all__ = [
     "CSV_NAME",
     "InferenceError",
+    "OutputFolderLock",
     "RuntimeHandler",
     "SegmentationEvaluator",
     "VolumeTableWriter",
@@ -218,10 +222,10 @@ class SegmentationEvaluator(SupervisedEvaluator):
 class VolumeTableWriter:
     """The results table of a :class:`SegmentationEvaluator` run, ``<output_dir>/volumes.csv``, and its log.
 
-    At the start it refuses an output folder that holds an earlier run's table (unless ``overwrite``) and removes the
-    temporary files an interrupted run left there; after each case it logs the case's result; at the end it writes
-    the table atomically, logs the summary and raises :class:`InferenceError` when a case failed. Attach it first,
-    so that its check runs before the weights are loaded.
+    At the start it refuses an output folder that holds an earlier run's table (unless ``overwrite``); after each
+    case it logs the case's result; at the end it writes the table atomically, logs the summary and raises
+    :class:`InferenceError` when a case failed. Attach it first, so that its check runs before the weights are
+    loaded.
 
     Args:
         output_dir: the output folder.
@@ -258,9 +262,6 @@ class VolumeTableWriter:
                 errno.EEXIST, "the output folder holds the results of an earlier run; pass --overwrite true "
                 "(pyconv-monai segment: --overwrite) to replace them, or choose another output folder", self.csv_path
             )  # fmt: skip
-        if os.path.isdir(self.output_dir):
-            for path in remove_stale_temps(self.output_dir):
-                logger.info(f"removed {path}, left by an interrupted run")
         logger.info(f"{engine.state.epoch_length} case(s){self.where}; writing to {self.output_dir}")
 
     def case_completed(self, engine: SegmentationEvaluator) -> None:
@@ -333,3 +334,123 @@ class RuntimeHandler:
             self._network.eval()
             self._runner = select_runtime(self._network, self.runtime, engine.state.device, **self.options)
         engine.network = self._runner
+
+
+LOCK_NAME = ".pyconv-monai.lock"  # in the output folder while a run writes there
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+class OutputFolderLock:
+    """Own the output folder for a run: writable, not in use, and an interrupted run's outputs completed, not refused.
+
+    When the run starts (attach it after the weights loader and the runtime, before any case): the folder is created
+    and a lock file ``.pyconv-monai.lock`` written in it, holding this process's id and the outputs this run is about
+    to write; a folder that cannot be created or written fails the run there, before the network runs, naming the
+    folder and the reason. A lock of a live process refuses the run (two runs into one folder would interleave). A
+    lock left by a run that died (its process is gone) or failed is taken over: the files it lists (written by that
+    run, none existed before it) are removed so their cases are segmented again, and temporary files are removed.
+    Files that were in the folder before a run are never listed, so never removed. At the end the lock file is
+    removed.
+
+    Args:
+        output_dir: the output folder.
+        dicom_seg: whether DICOM series get a SEG (the outputs of a case, :func:`pyconv_monai.writers.case_outputs`).
+
+    Raises:
+        FileExistsError: (at the start) another live run holds the folder.
+        PermissionError, NotADirectoryError, FileExistsError: (at the start) the folder cannot be created or written.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, dicom_seg: bool | str = True) -> None:
+        self.output_dir = os.path.abspath(os.fspath(output_dir))
+        self.dicom_seg = as_bool(dicom_seg)
+        self.path = os.path.join(self.output_dir, LOCK_NAME)
+        self._pending: list[str] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self.case_started)
+        engine.add_event_handler(Events.COMPLETED, self.release)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.failed)
+
+    def _save(self, pid: int | None = None) -> None:
+        record = {"pid": os.getpid() if pid is None else pid, "outputs": self._pending}
+        with atomic_write(self.path, overwrite=True) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(record, f)
+
+    def started(self, engine: Engine) -> None:
+        try:
+            os.makedirs(self.output_dir, exist_ok=True)
+            if not os.path.isdir(self.output_dir):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", self.output_dir)
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot use the output folder: {e.strerror}", self.output_dir) from e
+        previous = self._read()
+        if previous is not None:
+            pid = int(previous.get("pid", -1))
+            if pid > 0 and pid != os.getpid() and _alive(pid):
+                raise FileExistsError(
+                    errno.EBUSY, f"the output folder is in use by another run (process {pid}; its lock file is "
+                    f"{self.path}); wait for it to finish or choose another output folder", self.output_dir
+                )  # fmt: skip
+            for name in previous.get("outputs", []):
+                target = output_path(self.output_dir, os.path.basename(str(name)))
+                if os.path.isfile(target) and not os.path.islink(target):
+                    os.remove(target)
+                    logger.info(f"removed {target}, written by an interrupted run (process {pid}); segmenting again")
+        self._pending = []
+        try:
+            self._save()
+        except OSError as e:
+            raise type(e)(e.errno, f"cannot write to the output folder: {e.strerror}", self.output_dir) from e
+        for path in remove_stale_temps(self.output_dir):
+            logger.info(f"removed {path}, left by an interrupted run")
+
+    def _read(self) -> dict | None:
+        if not os.path.lexists(self.path):
+            return None
+        try:
+            with open(self.path) as f:
+                record = json.load(f)
+            return record if isinstance(record, dict) else {}
+        except (OSError, ValueError):
+            return {}  # unreadable: treated as a stale lock of nothing
+
+    def case_started(self, engine: Engine) -> None:
+        """Record the outputs this case will write that do not exist yet (so an interruption can be completed)."""
+        batch = engine.state.batch
+        item = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if not isinstance(item, Mapping) or "error" in item or not item.get("case"):
+            return
+        try:
+            names = case_outputs(str(item["case"]), str(item.get("kind", "")), self.dicom_seg)
+        except ValueError:
+            return
+        new = [n for n in names if not os.path.lexists(os.path.join(self.output_dir, n))]
+        if new:
+            self._pending.extend(new)
+            self._save()
+
+    def release(self, engine: Engine) -> None:
+        if os.path.lexists(self.path):
+            os.remove(self.path)
+
+    def failed(self, engine: Engine, e: BaseException) -> None:
+        """An exception ended the run: mark the lock as left by an interrupted run (the next run completes it) and let
+        the exception go on. A run that ended with failed cases (:class:`InferenceError`, raised once ``volumes.csv``
+        is written) is complete: the folder is released."""
+        if isinstance(e, InferenceError):
+            self.release(engine)
+        elif os.path.lexists(self.path):
+            self._save(pid=-1)
+        raise e

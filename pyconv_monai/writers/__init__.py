@@ -8,7 +8,7 @@ Each is written atomically and never over a user's file (:mod:`pyconv_monai.util
 
 from .dicom_seg import DEFAULT_SEGMENT, reference_headers, segment_description, series_headers, write_dicom_seg
 from .masks import MASK_SUFFIXES, mask_suffix, write_nifti_mask, write_png_mask, write_tiff_mask
-from .save import SaveImageDicomSegd, SaveImageMaskd, mask_affine
+from .save import SaveImageDicomSegd, SaveImageMaskd, case_outputs, mask_affine
 from .table import VOLUME_COLUMNS, write_csv
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SaveImageDicomSegd",
     "SaveImageMaskd",
     "VOLUME_COLUMNS",
+    "case_outputs",
     "mask_affine",
     "mask_suffix",
     "reference_headers",

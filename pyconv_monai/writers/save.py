@@ -29,7 +29,16 @@ from pyconv_monai.utils import as_bool, output_path
 from .dicom_seg import series_headers, write_dicom_seg
 from .masks import mask_suffix, write_nifti_mask, write_png_mask, write_tiff_mask
 
-__all__ = ["SaveImageDicomSegd", "SaveImageMaskd", "mask_affine"]
+__all__ = ["SaveImageDicomSegd", "SaveImageMaskd", "case_outputs", "mask_affine"]
+
+
+def case_outputs(name: str, kind: str, dicom_seg: bool = True) -> list[str]:
+    """The file names :class:`SaveImageMaskd` and :class:`SaveImageDicomSegd` write for a case: ``<name>_seg`` with
+    the mask suffix of ``kind``, and ``<name>_seg.dcm`` for a DICOM series when ``dicom_seg``."""
+    names = [f"{name}_seg{mask_suffix(kind)}"]
+    if dicom_seg and kind == "dicom_series":
+        names.append(f"{name}_seg.dcm")
+    return names
 
 
 def mask_affine(mask: MetaTensor, source: str = "") -> np.ndarray:
@@ -93,7 +102,7 @@ class SaveImageMaskd(SaveImaged):
             meta = mask.meta if isinstance(mask, MetaTensor) else {}
             kind = str(d.get(self.kind_key) or meta.get("kind") or "nifti")
             source = str(meta.get("filename_or_obj", "") or d.get(self.name_key, ""))
-            path = output_path(self.output_dir, f"{d[self.name_key]}_seg{mask_suffix(kind)}")
+            path = output_path(self.output_dir, case_outputs(str(d[self.name_key]), kind, dicom_seg=False)[0])
             if os.path.lexists(path) and not self.overwrite:
                 raise FileExistsError(
                     f"{path} exists; pass --overwrite true (pyconv-monai segment: --overwrite) to replace it"
@@ -163,7 +172,7 @@ class SaveImageDicomSegd(SaveImaged):
             return d
         for key in self.key_iterator(d):
             mask = d[key]
-            path = output_path(self.output_dir, f"{d[self.name_key]}_seg.dcm")
+            path = output_path(self.output_dir, case_outputs(str(d[self.name_key]), "dicom_series")[1])
             if os.path.lexists(path) and not self.overwrite:
                 raise FileExistsError(
                     f"{path} exists; pass --overwrite true (pyconv-monai segment: --overwrite) to replace it"

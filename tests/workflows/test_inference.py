@@ -520,3 +520,20 @@ def test_no_images_is_an_error(tmp_path):
 def test_embedded_em_stack_is_the_default_input():
     path = _bundle_config("neuron_em_segmentation", "dataset_dir")
     assert Path(path).resolve() == (EMBEDDED_DATA / "isbi2012_em" / "train-volume.tif").resolve()
+
+
+# sha256 of the voxels (uint8, stored order) of the main job's mask as SegmentationPredictor wrote it before the
+# recipe moved into inference.json's sections (commit afff18c, OpenVINO fp32, the shipped liver weights)
+MAIN_JOB_MASK_SHA256 = "17d06b690e72783dccbbd382f9424e412252dc64b7fce68732d17fb46da76f9a"
+
+
+@pytest.mark.slow
+def test_main_job_mask_is_voxel_identical_to_the_predictor_it_replaced(tmp_path):
+    """The liver bundle on the embedded series, shipped weights, OpenVINO fp32: the same voxels as before."""
+    out = tmp_path / "out"
+    values = {"device": "cpu", "progress": False, "runtime": "openvino", "runtime_options": {"precision": "fp32"}}
+    rows = segment(EMBEDDED_DATA / "ct_dicom_totalseg" / "dicom", out, "liver_ct_segmentation", values,
+                   configure_logging=False)  # fmt: skip
+    mask = np.ascontiguousarray(np.asarray(nib.load(out / rows[0]["mask"]).dataobj))
+    assert mask.dtype == np.uint8 and mask.shape == (512, 512, 20)
+    assert hashlib.sha256(mask.tobytes()).hexdigest() == MAIN_JOB_MASK_SHA256
