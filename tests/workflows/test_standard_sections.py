@@ -21,7 +21,8 @@ from tests.workflows.test_inference import CONV, run, shift_weights
 def _sections(bundle: str, weights) -> tuple:
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(REPO / "bundles" / bundle), "network_def": CONV, "device": "$torch.device('cpu')"})
+    root = REPO / "bundles" / bundle
+    parser.update({"bundle_root": str(root), "network_def": CONV, "device": "$torch.device('cpu')"})
     network = parser.get_parsed_content("network_def")
     network.load_state_dict(torch.load(weights, weights_only=True))
     pre = parser.get_parsed_content("preprocessing")
