@@ -12,12 +12,14 @@ Every step runs the code of the steps of the bundles' ``inference.json`` (``prep
 ``postprocessing``), on a real DICOM series from ``../shared/data`` (default: ``ct_dicom_totalseg``, 20 slices,
 JPEG 2000 lossless):
 
-- ``read``: find the series' files, read and sort the headers, decode every slice to HU (``DicomSeriesReader``);
-- ``preprocess``: orientation to the bundle's axes and its CT window;
+- ``read``: the bundle's loader (``LoadVolumed``): find the series' files, read and sort the headers, decode every
+  slice to HU;
+- ``preprocess``: the rest of the bundle's ``preprocessing`` (orientation, in-plane spacing, CT window);
 - ``inference``: the bundle's network (fresh weights: timing does not depend on them) over ``--slices`` slices in
-  batches of ``--batch-size`` with MONAI's ``SliceInferer`` under ``torch.no_grad``, plus sigmoid and threshold,
-  after one untimed warm-up batch; reported per slice and extrapolated to the study's N slices. On CUDA the GPU is
+  batches of ``--batch-size`` with MONAI's ``SliceInferer`` under ``torch.no_grad``, after one untimed warm-up
+  batch; reported per slice and extrapolated to the study's N slices. On CUDA the GPU is
   timed too (synchronised), with AMP as the bundles use it;
+- ``postprocess``: the bundle's ``postprocessing`` without its writers (``Invertd``, sigmoid, threshold);
 - ``write NIfTI`` / ``write DICOM SEG``: the study's mask as ``<case>_seg.nii.gz`` and as a DICOM SEG (highdicom).
 
 With ``--optimize dense`` (default when present) a second inference row uses ``pyconv_monai.networks.optimize_pyconv``
@@ -37,20 +39,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import torch
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
-from monai.transforms import Activations, AsDiscrete, Compose, Orientation
+from monai.transforms import Compose, SaveImaged
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, markdown_table, print_and_write, shared_data
+from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
 from benchmarks.machine import cpu_model, load_average
-from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.networks import get_network
-from pyconv_monai.transforms import CTWindow
-from pyconv_monai.writers import write_dicom_seg, write_nifti_mask
+from pyconv_monai.writers import series_headers, write_dicom_seg, write_nifti_mask
+
+BUNDLES = {"lung": "lung_ct_segmentation", "liver": "liver_ct_segmentation"}
 
 
 def _timed(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> tuple[float, object]:
@@ -75,11 +79,11 @@ def machine(device: torch.device) -> str:
 
 
 def _infer(net: torch.nn.Module, image: torch.Tensor, batch_size: int, device: torch.device, amp: bool) -> np.ndarray:
+    """The network's logits > 0 (the bundles' sigmoid > 0.5) over the slices of ``image``, as the bundles' inferer."""
     inferer = SliceInferer(roi_size=(-1, -1), sw_batch_size=batch_size, spatial_dim=2, overlap=0.0, progress=False)
-    post = Compose([Activations(sigmoid=True), AsDiscrete(threshold=0.5)])
     with torch.no_grad(), torch.autocast(device_type=device.type, enabled=amp):
-        logits = inferer(image[None].to(device), net)
-    return post(logits[0])[0].float().cpu().numpy() > 0.5
+        logits = inferer(torch.as_tensor(image)[None].float().to(device), net)
+    return torch.as_tensor(logits)[0].float().cpu().numpy() > 0
 
 
 def _logits(net: torch.nn.Module, image: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -95,29 +99,27 @@ def run(args: argparse.Namespace) -> str:
     host = machine(device)  # before the run: the load average of other users
     rows: list[tuple[str, str, float, float | None]] = []  # step, detail, seconds, per slice
 
-    reader = DicomSeriesReader()
+    bundle = BUNDLES[args.bundle]
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(REPO / "bundles" / bundle)
+    recipe = parser.get_parsed_content("preprocessing").transforms
+    loader, preprocessing = recipe[0], Compose(recipe[1:])  # the bundle's own steps, in its order
+    post = Compose([t for t in parser.get_parsed_content("postprocessing").transforms if not isinstance(t, SaveImaged)])
 
-    def read() -> tuple:
-        data = reader.read(str(series))
-        return data, reader.get_data(data)
+    seconds, loaded = _timed(lambda: loader({"image": str(series)}), args.repeats)
+    volume = loaded["image"]
+    n = volume.shape[-1]
+    files = sorted(p for p in series.iterdir() if p.is_file())
+    syntax = str(pydicom.dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID.name)
+    rows.append(("read", f"{n} DICOM files, {volume.shape[1]}x{volume.shape[2]}, {syntax}", seconds, seconds / n))
 
-    seconds, (data, (array, meta)) = _timed(read, args.repeats)
-    n = array.shape[-1]
-    syntax = str(data.headers[0].file_meta.TransferSyntaxUID.name) if hasattr(data.headers[0], "file_meta") else "?"
-    rows.append(("read", f"{n} DICOM files, {array.shape[0]}x{array.shape[1]}, {syntax}", seconds, seconds / n))
-
-    affine = np.asarray(meta["affine"], float)
-    window = CTWindow(None, window=500, level=150) if args.bundle == "liver" else CTWindow("lung")
-    axcodes = "ALS" if args.bundle == "liver" else "PLS"
-
-    orient = Orientation(axcodes=axcodes, labels=None)  # MONAI's, as the bundle's orientation step
-
-    def preprocess() -> torch.Tensor:
-        oriented = orient(MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(affine)))
-        return window(oriented.as_tensor().contiguous()).float()
-
-    seconds, image = _timed(preprocess, args.repeats)
-    rows.append(("preprocess", f"orientation {axcodes}, CT window", seconds, seconds / n))
+    seconds, data = _timed(lambda: preprocessing(dict(loaded)), args.repeats)
+    image = data["image"]
+    steps = ", ".join(type(t).__name__ for t in preprocessing.transforms)
+    detail = f"{bundle} preprocessing ({steps}; orientation {parser['axcodes']})"
+    rows.append(("preprocess", detail, seconds, seconds / n))
+    affine = np.asarray(volume.affine, float)
 
     k = min(args.slices, n)
     part = image[..., :k].contiguous()
@@ -144,21 +146,24 @@ def run(args: argparse.Namespace) -> str:
         detail = f"{name}, {k} slice(s), batch {args.batch_size}, {device.type}{' AMP' if amp else ''}"
         rows.append(("inference", detail, seconds, seconds / k))
         names.append(name)
-    oriented_mask = orient(MetaTensor(torch.zeros((1, *array.shape), dtype=torch.bool), affine=torch.as_tensor(affine)))
-    oriented_mask[0, ..., :k] = torch.as_tensor(mask)
-    full = orient.inverse(oriented_mask).as_tensor()[0].numpy()  # back to the stored voxel order
+    logits = torch.zeros((1, *image.shape[1:]))
+    logits[..., :k] = torch.as_tensor(mask, dtype=torch.float32) * 2 - 1  # the network's slices; the others empty
+    seconds, out = _timed(lambda: post({**data, "pred": MetaTensor(logits, meta=dict(image.meta))}), args.repeats)
+    rows.append(("postprocess", "Invertd (back to the stored grid), sigmoid, threshold", seconds, seconds / n))
+    full = np.asarray(out["pred"][0]) > 0.5  # the stored voxel order
+    headers = series_headers([str(f) for f in files], affine)
 
     with tempfile.TemporaryDirectory() as tmp:
         nifti = lambda: write_nifti_mask(full, affine, Path(tmp) / "case_seg.nii.gz", overwrite=True)  # noqa: E731
         seconds, _ = _timed(nifti, args.repeats)
         rows.append(("write NIfTI", f"{n}-slice mask, .nii.gz", seconds, seconds / n))
         frames = full.transpose(2, 1, 0)
-        seg = lambda: write_dicom_seg(frames, data.headers, Path(tmp) / "case_seg.dcm", overwrite=True)  # noqa: E731
+        seg = lambda: write_dicom_seg(frames, headers, Path(tmp) / "case_seg.dcm", overwrite=True)  # noqa: E731
         seconds, _ = _timed(seg, args.repeats)
         rows.append(("write DICOM SEG", f"{n}-slice binary SEG (highdicom)", seconds, seconds / n))
 
     read_s, prep_s = rows[0][2], rows[1][2]
-    write_s = sum(r[2] for r in rows if r[0].startswith("write"))
+    write_s = sum(r[2] for r in rows if r[0].startswith("write") or r[0] == "postprocess")
     lines = [
         f"Command: `{command_line()}`",
         "",
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> str:
     inference = [r for r in rows if r[0] == "inference"]
     for name, (_, _, _, per) in zip(names, inference):
         total = read_s + prep_s + per * n + write_s
-        cells.append((f"**total, {n} slices**", f"{name}: read + preprocess + {n} x inference + write",
+        cells.append((f"**total, {n} slices**", f"{name}: read + preprocess + {n} x inference + postprocess + write",
                       f"**{total:.1f}**", f"{total / n:.3f}"))  # fmt: skip
     lines += markdown_table(("step", "what", "seconds", "seconds per slice"), "llrr", cells)
     return "\n".join(lines) + "\n"
