@@ -18,18 +18,23 @@ from .dicom import (
 )
 from .formats import SUPPORTED_FORMATS, file_stem, get_reader, image_kind, num_slices, slice_axis
 from .geometry import geometry_mismatch, take_slice
+from .headers import MAX_VOXELS, AssumedGeometry, check_nifti_header, check_nrrd_header, parse_spacing
 from .meta import tracking_meta
 from .split import split_datalist
 from .tiff import TiffReader, tiff_num_pages
 
 __all__ = [
+    "AssumedGeometry",
     "DEFAULT_EXCLUDE",
     "DicomSegReader",
     "DicomSeries",
     "DicomSeriesReader",
     "LAYOUTS",
+    "MAX_VOXELS",
     "SUPPORTED_FORMATS",
     "TiffReader",
+    "check_nifti_header",
+    "check_nrrd_header",
     "detect_layout",
     "file_stem",
     "find_cases",
@@ -41,6 +46,7 @@ __all__ = [
     "is_dicom_seg",
     "load_datalist",
     "num_slices",
+    "parse_spacing",
     "safe_case_id",
     "series_geometry",
     "sorted_series_headers",
