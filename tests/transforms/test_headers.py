@@ -33,7 +33,7 @@ def _save(ct, path, header=None, affine=None):
 
 
 def _patch(path, offset, fmt, *values):
-    """Write ``values`` into the header of an uncompressed .nii, as a broken converter would (nibabel would fix them)."""
+    """Write ``values`` into the header of an uncompressed .nii, as a broken converter would (nibabel fixes them)."""
     with open(path, "r+b") as f:
         f.seek(offset)
         f.write(struct.pack("<" + fmt, *values))
