@@ -71,7 +71,14 @@ def _kind(source: str | tuple[str, ...]) -> str:
     if isinstance(source, str):
         return image_kind(source)
     for path in source:
-        if image_kind(path) != "dicom":  # raises FileNotFoundError for a missing file
+        try:
+            kind = image_kind(path)
+        except (FileNotFoundError, ValueError) as e:  # a slice missing or unreadable: no volume from the others
+            raise type(e)(
+                f"{os.path.dirname(path)}: the DICOM series is incomplete, one of its {len(source)} files cannot be "
+                f"read, so no volume is built from the others: {e}"
+            ) from e
+        if kind != "dicom":
             raise ValueError(f"{path}: not a DICOM image file; a list of files must be the DICOM files of one series.")
     return "dicom_series"
 
