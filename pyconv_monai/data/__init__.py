@@ -4,6 +4,7 @@
 """Datalists and splits of the training sets, DICOM series discovery, the cases of an inference run, readers MONAI
 lacks, slice geometry."""
 
+from .cache import SafeCacheDataset
 from .cases import DEFAULT_EXCLUDE, find_cases
 from .datalist import LAYOUTS, detect_layout, load_datalist, safe_case_id
 from .dicom import (
@@ -32,6 +33,7 @@ __all__ = [
     "LAYOUTS",
     "MAX_VOXELS",
     "SUPPORTED_FORMATS",
+    "SafeCacheDataset",
     "TiffReader",
     "check_nifti_header",
     "check_nrrd_header",

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel as nib
+import nrrd
 import numpy as np
 
 __all__ = ["MAX_VOXELS", "AssumedGeometry", "check_nifti_header", "check_nrrd_header", "parse_spacing"]
@@ -206,8 +207,6 @@ def check_nrrd_header(path: str | os.PathLike, max_voxels: int = MAX_VOXELS) -> 
     Raises:
         ValueError: the header cannot be read, or claims too many voxels.
     """
-    import nrrd  # pynrrd, a dependency of MONAI's NrrdReader
-
     path = os.fspath(path)
     try:
         header = nrrd.read_header(path)
