@@ -372,7 +372,8 @@ def _distinct(values: Sequence[Any], files: Sequence[str], fmt: Any = str) -> st
 
 def _check_slice_headers(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
     """Raise where the slices differ in size, orientation or pixel spacing, or where several slices lack their
-    position, or differ in Modality; warn where a single slice has no position or the series no PixelSpacing."""
+    position, or differ in Modality; warn where a single slice has no position. (A series without PixelSpacing gets
+    1 mm here; :class:`DicomSeriesReader` refuses it unless a spacing is assumed.)"""
     modalities = [str(h.get("Modality", "") or "?") for h in headers]
     if len(set(modalities)) > 1:
         raise ValueError(
@@ -405,8 +406,6 @@ def _check_slice_headers(headers: Sequence[pydicom.Dataset], files: Sequence[str
     spacings = [_rounded(h.get("PixelSpacing", (1.0, 1.0)), 4) for h in headers]
     if len(set(spacings)) > 1:
         raise ValueError(f"{where}: slices have different PixelSpacing: {_distinct(spacings, files)}.")
-    if "PixelSpacing" not in headers[0]:
-        warnings.warn(f"{where}: no PixelSpacing; assuming 1 mm pixels.", stacklevel=4)
 
 
 def _check_one_acquisition(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
@@ -596,6 +595,7 @@ class _SeriesData:
     files: list[str]
     headers: list[pydicom.Dataset]
     affine_lps: np.ndarray
+    note: str = ""  # what geometry was assumed, if any
 
 
 def _decode(path: str, dtype: np.dtype) -> np.ndarray:
@@ -637,6 +637,9 @@ class DicomSeriesReader(ImageReader):
         affine_lps_to_ras: convert the affine to RAS, as MONAI's other readers.
         rtol: tolerance on slice steps, relative to the step.
         dtype: dtype of the returned array.
+        assume_spacing: voxel size in mm along the array axes ``(column step, row step, slice step)`` for a series
+            whose headers lack it (no PixelSpacing; a single slice without SliceThickness); ``None`` refuses such
+            a series, since its volume in mL would be invented.
     """
 
     def __init__(
@@ -646,8 +649,10 @@ class DicomSeriesReader(ImageReader):
         affine_lps_to_ras: bool = True,
         rtol: float = 0.01,
         dtype: np.dtype | type = np.float32,
+        assume_spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        self.assume_spacing = None if assume_spacing is None else tuple(float(v) for v in assume_spacing)
         self.series_uid = series_uid
         self.recursive = recursive
         self.affine_lps_to_ras = affine_lps_to_ras
@@ -671,7 +676,8 @@ class DicomSeriesReader(ImageReader):
         Raises:
             FileNotFoundError: a path does not exist.
             ValueError: no series, several series and none chosen, a file in the series' folder that cannot be read
-                (permission denied, a dangling symbolic link), or the slices do not form a regular volume.
+                (permission denied, a dangling symbolic link), the slices do not form a regular volume, or the
+                headers lack the voxel size (no PixelSpacing) and no ``assume_spacing`` is given.
         """
         series_uid = kwargs.get("series_uid", self.series_uid)
         names = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(d) for d in data]
@@ -706,7 +712,28 @@ class DicomSeriesReader(ImageReader):
                 "only single-frame series are supported. Convert it, e.g. with dcm2niix, to NIfTI."
             )
         files, headers, affine = sorted_series_headers(series.files, name=name, rtol=self.rtol)
-        return _SeriesData(name=name, series=series, files=files, headers=headers, affine_lps=affine)
+        missing = []
+        if "PixelSpacing" not in headers[0]:
+            missing += ["PixelSpacing (the pixel size)"]
+        single_without_thickness = len(headers) == 1 and not (
+            headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness")
+        )
+        if single_without_thickness:
+            missing += ["SliceThickness/SpacingBetweenSlices (the slice thickness of its single slice)"]
+        note = ""
+        if missing:
+            what = " and ".join(missing)
+            if self.assume_spacing is None:
+                raise ValueError(
+                    f"{name}: no usable voxel geometry: its headers have no {what}, e.g. {files[0]}. Volumes (mL) and "
+                    "masks would be wrong. Give the voxel size explicitly with assume_spacing (e.g. '1,1,3' mm)."
+                )
+            affine = affine.copy()  # built with 1 mm where the headers are silent
+            for axis in [0, 1] * ("PixelSpacing" not in headers[0]) + [2] * single_without_thickness:
+                affine[:3, axis] *= self.assume_spacing[axis]
+            note = f"voxel size assumed {'x'.join(f'{v:g}' for v in self.assume_spacing)} mm (no {what})"
+            warnings.warn(f"{name}: {note}.", stacklevel=2)
+        return _SeriesData(name=name, series=series, files=files, headers=headers, affine_lps=affine, note=note)
 
     def get_data(self, img: _SeriesData) -> tuple[np.ndarray, dict]:
         """Decode every slice and stack them.
@@ -739,6 +766,9 @@ class DicomSeriesReader(ImageReader):
             "modality": str(first.get("Modality", "") or ""),
             "series_description": str(first.get("SeriesDescription", "") or ""),
         }
+        if img.note:
+            meta["assumed_spacing"] = list(self.assume_spacing or ())
+            meta["geometry_note"] = img.note
         return volume, meta
 
 

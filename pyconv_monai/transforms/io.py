@@ -203,8 +203,9 @@ class LoadVolume(Transform):
     files (as :func:`pyconv_monai.data.find_cases` lists them), read with :class:`pyconv_monai.data.DicomSeriesReader`.
 
     Geometry is required, not invented: a NIfTI file without a usable geometry (qform and sform codes 0, zero voxel
-    sizes, a singular sform, qform/sform/pixdim disagreeing on the voxel size) raises ``ValueError`` naming the file
-    and the reason, unless ``assume_spacing`` gives the voxel size; the volume then carries that affine and its meta
+    sizes, a singular sform, qform/sform/pixdim disagreeing on the voxel size) or a DICOM series without
+    PixelSpacing (or a single slice without SliceThickness) raises ``ValueError`` naming the file and the reason,
+    unless ``assume_spacing`` gives the voxel size; the volume then carries that affine and its meta
     ``assumed_spacing`` and ``geometry_note`` say so. Otherwise the volume's ``original_affine`` is the file's own.
     Headers claiming more voxels than the file holds or than ``max_voxels`` are refused before reading
     (:func:`pyconv_monai.data.check_nifti_header`).
@@ -214,8 +215,8 @@ class LoadVolume(Transform):
         dtype: output dtype.
         nonfinite: ``"raise"`` or ``"fill"`` (smallest finite value, with a warning).
         cache_size: number of volumes kept in memory (0: none); cached volumes are returned as copies.
-        assume_spacing: voxel size in mm (``"1,1,3"`` or three numbers) for NIfTI files whose header has no usable
-            geometry; ``None`` refuses them.
+        assume_spacing: voxel size in mm along the stored array axes (``"1,1,3"`` or three numbers) for NIfTI files
+            and DICOM series whose headers have no usable geometry; ``None`` refuses them.
         max_voxels: refuse NIfTI/NRRD headers claiming more voxels.
     """
 
@@ -280,7 +281,10 @@ class LoadVolume(Transform):
             assumed = check_nifti_header(name, self.assume_spacing, self.max_voxels)
         elif kind == "nrrd":
             check_nrrd_header(name, self.max_voxels)
-        reader = get_reader(name, series_uid=series_uid, kind=kind, **({} if page is None else {"page": page}))
+        options: dict[str, Any] = {} if page is None else {"page": page}
+        if kind in ("dicom", "dicom_series") and self.assume_spacing is not None:
+            options["assume_spacing"] = self.assume_spacing
+        reader = get_reader(name, series_uid=series_uid, kind=kind, **options)
         try:
             img = self._loader(path, reader=reader)
         except (ValueError, FileNotFoundError):

@@ -165,3 +165,24 @@ def test_tiff_with_mixed_page_sizes_refused(shared_data, tmp_path):
     same = tmp_path / "same.tif"
     tifffile.imwrite(same, stack[:3], photometric="minisblack")
     assert tiff_num_pages(same) == 3 and LoadVolume()(same).shape == (1, 512, 512, 3)
+
+
+def test_dicom_series_without_pixel_spacing_refused(shared_data, tmp_path):
+    """A copy of the real 3-slice CT series without PixelSpacing: refused (was: 1 mm assumed with a warning), or
+    loaded with the assumed pixel size; the slice step still comes from the positions (1 mm here)."""
+    import pydicom
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for src in sorted((shared_data / "ct_dicom_dcmqi_3slice" / "dicom").iterdir()):
+        ds = pydicom.dcmread(src)
+        del ds.PixelSpacing
+        ds.save_as(folder / src.name)
+    with pytest.raises(ValueError, match=r"ct: no usable voxel geometry: its headers have no PixelSpacing"):
+        LoadVolume(axcodes=None)(folder)
+    with pytest.warns(UserWarning, match=r"voxel size assumed 0.8x0.8x9 mm \(no PixelSpacing"):
+        vol = LoadVolume(axcodes=None, assume_spacing="0.8,0.8,9")(folder)
+    np.testing.assert_allclose(vol.pixdim.numpy(), [0.8, 0.8, 1.0], atol=1e-5)
+    assert vol.meta["geometry_note"].startswith("voxel size assumed")
+    real = LoadVolume(axcodes=None, assume_spacing="0.8,0.8,9")(shared_data / "ct_dicom_dcmqi_3slice" / "dicom")
+    assert "assumed_spacing" not in real.meta  # a complete header keeps its own geometry
