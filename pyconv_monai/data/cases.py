@@ -16,7 +16,7 @@ import pydicom
 
 from pyconv_monai.utils import TEMP_PREFIX, UniqueNames, safe_name
 
-from .dicom import DicomSeries, find_dicom_series, is_dicom_file
+from .dicom import DicomSeries, file_problem, find_dicom_series, is_dicom_file
 from .formats import IMAGE_2D_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, SUPPORTED_FORMATS, file_stem
 from .tiff import TIFF_SUFFIXES
 
@@ -90,7 +90,8 @@ def _dicom_series(candidates: Sequence[str]) -> list[DicomSeries]:
             warnings.simplefilter("always")
             series_list = find_dicom_series(folder, recursive=False)
         for w in caught:
-            logger.warning(str(w.message))
+            if "not a regular file" not in str(w.message):  # find_cases has said so already
+                logger.warning(str(w.message))
         for s in series_list:
             s.files = [f for f in s.files if f in wanted]
             if not s.files:
@@ -130,13 +131,23 @@ def _walk(root: str, skip: Sequence[str], recursive: bool) -> list[str]:
     return files
 
 
-def _classify_files(files: Sequence[str], exclude: Sequence[str], single: bool) -> tuple[list[dict], list[str]]:
-    """The image-file cases (``image``, ``kind``, ``name``) among ``files`` and the candidate DICOM files; excluded
-    names are logged, other files skipped (or, for a ``single`` file given as the input, refused)."""
+def _classify_files(
+    files: Sequence[str], exclude: Sequence[str], single: bool
+) -> tuple[list[dict], list[str], dict[str, str]]:
+    """The image-file cases (``image``, ``kind``, ``name``) among ``files``, the candidate DICOM files, and the files
+    that cannot be read (with the reason); excluded names are logged, non-regular files (FIFOs, devices) skipped with
+    a warning and never opened, other files skipped (or, for a ``single`` file given as the input, refused)."""
     cases: list[dict] = []
     dicom_candidates: list[str] = []
+    unreadable: dict[str, str] = {}
     for path in sorted(files):
         name = os.path.basename(path)
+        special = file_problem(path, open_it=False)
+        if special is not None and special.startswith("not a regular file"):
+            if single:
+                raise ValueError(f"{path}: {special}.")
+            logger.warning(f"skipping {path}: {special}")
+            continue
         pattern = None if single else _excluded(name, exclude)
         if pattern is not None:
             logger.info(f"skipping {path}: its name matches {pattern!r} (a label or output file)")
@@ -144,13 +155,17 @@ def _classify_files(files: Sequence[str], exclude: Sequence[str], single: bool) 
         kind = _file_kind(name)
         if kind is not None:
             cases.append({"image": path, "kind": kind, "name": file_stem(path)})
+        elif (problem := file_problem(path)) is not None:  # permission denied, a dangling symbolic link
+            if single:
+                raise ValueError(f"{path}: {problem}.")
+            unreadable[path] = problem
         elif name.lower().endswith(".dcm") or is_dicom_file(path):
             dicom_candidates.append(path)
         elif single:
             raise ValueError(f"{path}: unsupported file type; supported: {SUPPORTED_FORMATS}.")
         else:
             logger.debug(f"skipping {path}: not an image file")
-    return cases, dicom_candidates
+    return cases, dicom_candidates, unreadable
 
 
 def _dicom_case(series: DicomSeries) -> dict:
@@ -158,7 +173,7 @@ def _dicom_case(series: DicomSeries) -> dict:
     return {
         "image": series.folder,
         "kind": "dicom_series",
-        "files": list(series.files),
+        "files": list(series.files) + sorted(series.unreadable),  # unreadable files fail the case when it is read
         "series_uid": series.series_uid,
         "modality": series.modality,
         "description": series.description,
@@ -194,10 +209,13 @@ def find_cases(
     - DICOM: files with the DICOM preamble (any or no extension) are grouped into series with
       :func:`pyconv_monai.data.find_dicom_series`, folder by folder (a SeriesInstanceUID spread over several folders
       is one case). Several series in one folder are separate cases. Non-image objects (SEG, RTSTRUCT, SR, ...) and
-      unreadable files are skipped with a log line.
+      damaged non-image files are skipped with a log line. A file that cannot be read (permission denied, a dangling
+      symbolic link) in a series' folder is added to its ``files``, so that the case fails when read (it may be a
+      slice of the series) instead of giving a smaller volume.
     - NIfTI (``.nii``, ``.nii.gz``), NRRD, TIFF (single or multi-page) and PNG/JPEG/BMP files: one case each.
     - Skipped: hidden files and folders, folders in ``skip_dirs`` (e.g. the output folder inside the input), file
-      names matching ``exclude`` (label files such as ``*_seg.*`` and ``*_mask.*``, with a log line), other files.
+      names matching ``exclude`` (label files such as ``*_seg.*`` and ``*_mask.*``, with a log line), non-regular
+      files (FIFOs, devices: a warning, never opened), other files.
 
     Case names come from identifiers, made safe with :func:`pyconv_monai.utils.safe_name` (no path separators,
     no ``..``) and unique (case-insensitively; ``name_2``, ``name_3``, ... in discovery order): DICOM
@@ -219,17 +237,28 @@ def find_cases(
 
     Raises:
         FileNotFoundError: ``dataset_dir`` does not exist.
-        ValueError: a single file that is not a supported image.
+        ValueError: a single file that is not a supported image or cannot be read; a folder where no file can be
+            read (e.g. all permission denied), naming the files and the reason.
     """
     root = os.path.abspath(os.fspath(dataset_dir))
     if not os.path.exists(root):
         raise FileNotFoundError(f"input not found: {root}")
     skip = [os.path.realpath(os.fspath(d)) for d in skip_dirs]
-    single = os.path.isfile(root)
+    single = not os.path.isdir(root)
     files = [root] if single else _walk(root, skip, recursive)
-    cases, dicom_candidates = _classify_files(files, exclude, single)
+    cases, dicom_candidates, unreadable = _classify_files(files, exclude, single)
     series = _dicom_series(dicom_candidates) if dicom_candidates else []
     _log_skipped_dicom(dicom_candidates, {f for s in series for f in s.files})
+    if unreadable and not cases and not series:
+        shown = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:3])
+        raise ValueError(
+            f"no image can be read under {root}: {len(unreadable)} file(s) cannot be opened ({shown}"
+            f"{'; ...' if len(unreadable) > 3 else ''})."
+        )
+    in_series = {p for s in series for p in s.unreadable}
+    for path, problem in unreadable.items():
+        if path not in in_series:
+            logger.warning(f"skipping {path}: {problem}")
     cases.extend(_dicom_case(s) for s in series)
     cases.sort(key=lambda c: c.pop("_sort", None) or (c["image"], -1, ""))
     _name_cases(cases, root, single)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ __all__ = [
     "DicomSeries",
     "DicomSeriesReader",
     "DicomSegReader",
+    "file_problem",
     "find_dicom_series",
     "is_dicom_file",
     "is_dicom_seg",
@@ -47,8 +49,43 @@ NON_IMAGE_MODALITIES = frozenset(
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+_FILE_TYPES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+
+
+def _reason(e: OSError) -> str:
+    return f"cannot be read ({type(e).__name__}: {e.strerror or e})"
+
+
+def file_problem(path: PathLike, open_it: bool = True) -> str | None:
+    """Why ``path`` cannot be read as a file, or ``None``: missing, a dangling symbolic link, not a regular file
+    (a FIFO, device or socket: never opened, since opening a FIFO blocks), or (``open_it``) an error opening it
+    (e.g. ``PermissionError``)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a dangling symbolic link (its target {os.readlink(path)} does not exist)"
+        return "it does not exist"
+    except OSError as e:
+        return _reason(e)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "a special file")
+        return f"not a regular file ({kind}); not opened"
+    if open_it:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            return _reason(e)
+    return None
+
+
 def is_dicom_file(path: PathLike) -> bool:
-    """Whether ``path`` is a file with the DICOM preamble (``DICM`` at byte 128); the file extension does not matter."""
+    """Whether ``path`` is a file with the DICOM preamble (``DICM`` at byte 128); the file extension does not matter.
+    FIFOs and devices are not opened (``False``)."""
+    if not os.path.isfile(path):
+        return False
     try:
         with open(path, "rb") as f:
             f.seek(128)
@@ -88,6 +125,8 @@ class DicomSeries:
         files: the files, sorted along the slice normal where positions are known (else by InstanceNumber).
         modality, description, series_number, study_uid, frame_of_reference_uid, rows, columns: from the headers.
         multiframe: whether the series is one enhanced multi-frame file (not supported by ``DicomSeriesReader``).
+        unreadable: files in the series' folders that cannot be read (permission denied, dangling symbolic links),
+            with the reason: each may be a slice of the series, so ``DicomSeriesReader`` refuses the series.
     """
 
     key: str
@@ -102,6 +141,7 @@ class DicomSeries:
     rows: int = 0
     columns: int = 0
     multiframe: bool = False
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         number = "" if self.series_number is None else f" #{self.series_number}"
@@ -112,9 +152,15 @@ class DicomSeries:
 
 
 def _read_header(path: str) -> pydicom.Dataset | None:
-    """The header of a DICOM file, ``None`` for files that are not DICOM; warns about unreadable DICOM files."""
+    """The header of a DICOM file, ``None`` for files that are not DICOM; warns about damaged DICOM files.
+
+    Raises:
+        OSError: the file cannot be opened (e.g. ``PermissionError``).
+    """
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
+    except OSError:
+        raise
     except InvalidDicomError:
         if is_dicom_file(path):
             warnings.warn(f"skipping unreadable DICOM file {path}: its header is damaged.", stacklevel=3)
@@ -158,16 +204,29 @@ def _sort_key(path: str, ds: pydicom.Dataset) -> tuple:
     return (math.isnan(position), position if not math.isnan(position) else 0.0, instance or 0, path)
 
 
-def _candidate_files(root: str, recursive: bool) -> list[str]:
+def _candidate_files(root: str, recursive: bool) -> tuple[list[str], dict[str, str]]:
     """The files to look at: ``root`` itself if it is a file, else the files in it (and its sub-folders), sorted,
-    without hidden files."""
-    if os.path.isfile(root):
+    without hidden files; and the files that cannot be read, with the reason. Non-regular files (FIFOs, devices)
+    are skipped with a warning, never opened."""
+    if os.path.isfile(root) or (os.path.lexists(root) and not os.path.isdir(root)):
         paths = [root]
     elif recursive:
         paths = [os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files]
     else:
         paths = [os.path.join(root, f) for f in os.listdir(root)]
-    return sorted(p for p in paths if os.path.isfile(p) and not os.path.basename(p).startswith("."))
+    files: list[str] = []
+    unreadable: dict[str, str] = {}
+    for path in sorted(paths):
+        if os.path.basename(path).startswith(".") or (path != root and os.path.isdir(path)):
+            continue
+        problem = file_problem(path)
+        if problem is None:
+            files.append(path)
+        elif problem.startswith("not a regular file"):
+            warnings.warn(f"skipping {path}: {problem}.", stacklevel=3)
+        else:
+            unreadable[path] = problem
+    return files, unreadable
 
 
 def _group_key(path: str, ds: pydicom.Dataset) -> tuple:
@@ -228,7 +287,9 @@ def find_dicom_series(root: PathLike, recursive: bool = True) -> list[DicomSerie
     Files are grouped by SeriesInstanceUID. Files whose SeriesInstanceUID is empty (some de-identified exports) are
     grouped by folder, study, series number and description, modality, frame of reference, orientation and size.
     DICOM SEG, RT structure sets, structured reports, presentation states and DICOMDIR files are skipped. Files with
-    a DICOM preamble but an unreadable header are skipped with a warning.
+    a DICOM preamble but a damaged header are skipped with a warning; non-regular files (FIFOs, devices) are skipped
+    with a warning without being opened; files that cannot be opened (permission denied, dangling symbolic links)
+    are listed in the ``unreadable`` of every series of their folder, which :class:`DicomSeriesReader` then refuses.
 
     Args:
         root: a folder (searched for files with any or no extension), or a single file.
@@ -239,13 +300,22 @@ def find_dicom_series(root: PathLike, recursive: bool = True) -> list[DicomSerie
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
+        ValueError: ``root`` is a file that cannot be read.
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.exists(root):
         raise FileNotFoundError(f"DICOM folder not found: {root}")
+    problem = None if os.path.isdir(root) else file_problem(root)
+    if problem is not None:
+        raise ValueError(f"{root}: {problem}.")
+    candidates, unreadable = _candidate_files(root, recursive)
     groups: dict[tuple, list[tuple[str, pydicom.Dataset]]] = {}
-    for path in _candidate_files(root, recursive):
-        ds = _read_header(path)
+    for path in candidates:
+        try:
+            ds = _read_header(path)
+        except OSError as e:  # became unreadable since it was listed
+            unreadable[path] = _reason(e)
+            continue
         kind = "other" if ds is None else _classify(ds)
         if kind == "incomplete":
             warnings.warn(f"skipping DICOM file {path}: its header has no Rows/Columns (truncated?).", stacklevel=2)
@@ -254,12 +324,28 @@ def find_dicom_series(root: PathLike, recursive: bool = True) -> list[DicomSerie
         groups.setdefault(_group_key(path, ds), []).append((path, ds))
     no_uid_count: dict[tuple, int] = {}
     series = [_series_of_group(key, members, no_uid_count) for key, members in groups.items()]
+    for s in series:  # an unreadable file may be a slice of any series of its folder
+        folders = {os.path.dirname(f) for f in s.files}
+        s.unreadable = {p: r for p, r in unreadable.items() if os.path.dirname(p) in folders}
     series.sort(key=lambda s: (s.folder, s.series_number if s.series_number is not None else -1, s.key))
     return series
 
 
-def _select_series(found: list[DicomSeries], root: str, series_uid: str | None) -> DicomSeries:
+def _unreadable_listing(unreadable: dict[str, str], limit: int = 3) -> str:
+    shown = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:limit])
+    return shown + (f"; and {len(unreadable) - limit} more" if len(unreadable) > limit else "")
+
+
+def _select_series(
+    found: list[DicomSeries], root: str, series_uid: str | None, recursive: bool = True
+) -> DicomSeries:
     if not found:
+        unreadable = _candidate_files(root, recursive)[1] if os.path.isdir(root) else {}
+        if unreadable:
+            raise ValueError(
+                f"no DICOM image series can be read in {root}: {len(unreadable)} file(s) cannot be opened "
+                f"({_unreadable_listing(unreadable)})."
+            )
         raise ValueError(f"no DICOM image series found in {root} (no readable DICOM image files).")
     if series_uid:
         matches = [s for s in found if series_uid in (s.series_uid, s.key)]
@@ -286,7 +372,14 @@ def _distinct(values: Sequence[Any], files: Sequence[str], fmt: Any = str) -> st
 
 def _check_slice_headers(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
     """Raise where the slices differ in size, orientation or pixel spacing, or where several slices lack their
-    position; warn where a single slice has no position or the series no PixelSpacing."""
+    position, or differ in Modality; warn where a single slice has no position. (A series without PixelSpacing gets
+    1 mm here; :class:`DicomSeriesReader` refuses it unless a spacing is assumed.)"""
+    modalities = [str(h.get("Modality", "") or "?") for h in headers]
+    if len(set(modalities)) > 1:
+        raise ValueError(
+            f"{where}: slices of one series differ in Modality: {_distinct(modalities, files)}; it would be segmented "
+            "as one image. Separate the files of each modality."
+        )
     sizes = [(int(h.Rows), int(h.Columns)) for h in headers]
     if len(set(sizes)) > 1:
         raise ValueError(
@@ -313,8 +406,34 @@ def _check_slice_headers(headers: Sequence[pydicom.Dataset], files: Sequence[str
     spacings = [_rounded(h.get("PixelSpacing", (1.0, 1.0)), 4) for h in headers]
     if len(set(spacings)) > 1:
         raise ValueError(f"{where}: slices have different PixelSpacing: {_distinct(spacings, files)}.")
-    if "PixelSpacing" not in headers[0]:
-        warnings.warn(f"{where}: no PixelSpacing; assuming 1 mm pixels.", stacklevel=4)
+
+
+def _check_one_acquisition(headers: Sequence[pydicom.Dataset], files: Sequence[str], where: str) -> None:
+    """Raise where an InstanceNumber repeats: two acquisitions (or a copy of slices) under one SeriesInstanceUID,
+    which their positions alone may not tell (two stacks 0.5 mm apart interleave into one of half the step)."""
+    seen: dict[int, str] = {}
+    repeated: list[tuple[int, str, str]] = []
+    for h, f in zip(headers, files):
+        number = _int_or_none(h.get("InstanceNumber"))
+        if number is None:
+            continue
+        if number in seen:
+            repeated.append((number, seen[number], f))
+        else:
+            seen[number] = f
+    if not repeated:
+        return
+    number, first, second = repeated[0]
+    acquisitions = [str(h.get("AcquisitionNumber", "") or "?") for h in headers]
+    by_acquisition = (
+        f"; AcquisitionNumber {_distinct(acquisitions, files)}" if len(set(acquisitions)) > 1 else ""
+    )
+    raise ValueError(
+        f"{where}: {len(repeated)} InstanceNumber(s) repeated within one SeriesInstanceUID, e.g. {number} in {first} "
+        f"and {second}{by_acquisition}: the series holds more than one acquisition (or copies of slices), whose "
+        "slices would interleave into one wrong volume. Separate the acquisitions (e.g. with dcm2niix) or remove "
+        "the copies."
+    )
 
 
 def _check_regular_steps(along: np.ndarray, files: Sequence[str], where: str, rtol: float) -> None:
@@ -388,8 +507,9 @@ def series_geometry(
         that maps array index ``(column, row, slice)`` to patient coordinates in mm.
 
     Raises:
-        ValueError: slices differ in size, orientation or pixel spacing; positions are missing; two slices share a
-            position; slice positions are missing in between (gaps) or irregular; or the positions are not on a line.
+        ValueError: slices differ in Modality, size, orientation or pixel spacing; positions are missing; two slices
+            share a position; slice positions are missing in between (gaps) or irregular; the positions are not on
+            a line; or an InstanceNumber repeats (two acquisitions under one SeriesInstanceUID).
 
     Warns:
         UserWarning: the slices are stacked obliquely to their normal (gantry tilt); the affine is then sheared so
@@ -416,6 +536,7 @@ def series_geometry(
         return order, affine
     ordered_files = [files[i] for i in order]
     _check_regular_steps(along, ordered_files, where, rtol)
+    _check_one_acquisition([headers[i] for i in order], ordered_files, where)  # positions may interleave
     _warn_instance_gaps([headers[i] for i in order], ordered_files, where)  # the positions cannot tell
     affine[:3, 2] = _slice_step(positions, normal, min(d_row, d_col), where)
     return order, affine
@@ -474,6 +595,7 @@ class _SeriesData:
     files: list[str]
     headers: list[pydicom.Dataset]
     affine_lps: np.ndarray
+    note: str = ""  # what geometry was assumed, if any
 
 
 def _decode(path: str, dtype: np.dtype) -> np.ndarray:
@@ -515,6 +637,9 @@ class DicomSeriesReader(ImageReader):
         affine_lps_to_ras: convert the affine to RAS, as MONAI's other readers.
         rtol: tolerance on slice steps, relative to the step.
         dtype: dtype of the returned array.
+        assume_spacing: voxel size in mm along the array axes ``(column step, row step, slice step)`` for a series
+            whose headers lack it (no PixelSpacing; a single slice without SliceThickness); ``None`` refuses such
+            a series, since its volume in mL would be invented.
     """
 
     def __init__(
@@ -524,8 +649,10 @@ class DicomSeriesReader(ImageReader):
         affine_lps_to_ras: bool = True,
         rtol: float = 0.01,
         dtype: np.dtype | type = np.float32,
+        assume_spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        self.assume_spacing = None if assume_spacing is None else tuple(float(v) for v in assume_spacing)
         self.series_uid = series_uid
         self.recursive = recursive
         self.affine_lps_to_ras = affine_lps_to_ras
@@ -548,7 +675,9 @@ class DicomSeriesReader(ImageReader):
 
         Raises:
             FileNotFoundError: a path does not exist.
-            ValueError: no series, several series and none chosen, or the slices do not form a regular volume.
+            ValueError: no series, several series and none chosen, a file in the series' folder that cannot be read
+                (permission denied, a dangling symbolic link), the slices do not form a regular volume, or the
+                headers lack the voxel size (no PixelSpacing) and no ``assume_spacing`` is given.
         """
         series_uid = kwargs.get("series_uid", self.series_uid)
         names = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(d) for d in data]
@@ -570,14 +699,41 @@ class DicomSeriesReader(ImageReader):
             name = os.path.dirname(names[0])
         if not found and len(names) == 1 and os.path.isfile(names[0]):
             raise ValueError(f"{names[0]}: not a readable DICOM image file.")
-        series = _select_series(found, name, series_uid)
+        series = _select_series(found, name, series_uid, self.recursive)
+        if series.unreadable:
+            raise ValueError(
+                f"{name}: series {series.key!r} is incomplete or cannot be checked: {len(series.unreadable)} file(s) "
+                f"in its folder cannot be read ({_unreadable_listing(series.unreadable)}); each may be one of its "
+                "slices, so no volume is built from the others. Make the files readable or move them out."
+            )
         if series.multiframe:
             raise ValueError(
                 f"{name}: series {series.key!r} is an enhanced multi-frame DICOM file ({series.files[0]}); "
                 "only single-frame series are supported. Convert it, e.g. with dcm2niix, to NIfTI."
             )
         files, headers, affine = sorted_series_headers(series.files, name=name, rtol=self.rtol)
-        return _SeriesData(name=name, series=series, files=files, headers=headers, affine_lps=affine)
+        missing = []
+        if "PixelSpacing" not in headers[0]:
+            missing += ["PixelSpacing (the pixel size)"]
+        single_without_thickness = len(headers) == 1 and not (
+            headers[0].get("SpacingBetweenSlices") or headers[0].get("SliceThickness")
+        )
+        if single_without_thickness:
+            missing += ["SliceThickness/SpacingBetweenSlices (the slice thickness of its single slice)"]
+        note = ""
+        if missing:
+            what = " and ".join(missing)
+            if self.assume_spacing is None:
+                raise ValueError(
+                    f"{name}: no usable voxel geometry: its headers have no {what}, e.g. {files[0]}. Volumes (mL) and "
+                    "masks would be wrong. Give the voxel size explicitly with assume_spacing (e.g. '1,1,3' mm)."
+                )
+            affine = affine.copy()  # built with 1 mm where the headers are silent
+            for axis in [0, 1] * ("PixelSpacing" not in headers[0]) + [2] * single_without_thickness:
+                affine[:3, axis] *= self.assume_spacing[axis]
+            note = f"voxel size assumed {'x'.join(f'{v:g}' for v in self.assume_spacing)} mm (no {what})"
+            warnings.warn(f"{name}: {note}.", stacklevel=2)
+        return _SeriesData(name=name, series=series, files=files, headers=headers, affine_lps=affine, note=note)
 
     def get_data(self, img: _SeriesData) -> tuple[np.ndarray, dict]:
         """Decode every slice and stack them.
@@ -610,6 +766,9 @@ class DicomSeriesReader(ImageReader):
             "modality": str(first.get("Modality", "") or ""),
             "series_description": str(first.get("SeriesDescription", "") or ""),
         }
+        if img.note:
+            meta["assumed_spacing"] = list(self.assume_spacing or ())
+            meta["geometry_note"] = img.note
         return volume, meta
 
 

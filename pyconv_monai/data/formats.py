@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
 
-from .dicom import DicomSegReader, DicomSeriesReader, is_dicom_file, is_dicom_seg
+from .dicom import DicomSegReader, DicomSeriesReader, file_problem, is_dicom_file, is_dicom_seg
 from .tiff import TIFF_SUFFIXES, TiffReader, tiff_num_pages
 
 __all__ = [
@@ -54,14 +54,19 @@ def image_kind(path: str | os.PathLike) -> str:
     or ``"image2d"`` (PNG/JPEG/BMP).
 
     Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the file type is not supported.
+        FileNotFoundError: the path does not exist (or is a dangling symbolic link).
+        ValueError: the file type is not supported, the file cannot be read (e.g. permission denied), or it is not
+            a regular file (a FIFO or device: never opened).
     """
     path = os.fspath(path)
     if os.path.isdir(path):
         return "dicom_series"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
+        problem = file_problem(path, open_it=False)
+        if problem is not None and problem.startswith("not a regular file"):
+            raise ValueError(f"{path}: {problem}.")
+        detail = f" ({problem})" if problem and problem.startswith("a dangling") else ""
+        raise FileNotFoundError(f"image file not found: {path}{detail}")
     lower = path.lower()
     if lower.endswith(NIFTI_SUFFIXES):
         return "nifti"
@@ -73,6 +78,9 @@ def image_kind(path: str | os.PathLike) -> str:
         return "image2d"
     if is_dicom_file(path):
         return "dicom_seg" if is_dicom_seg(path) else "dicom"
+    problem = file_problem(path)
+    if problem is not None:  # e.g. permission denied: say so, not "unsupported"
+        raise ValueError(f"{path}: {problem}.")
     if lower.endswith(".dcm"):
         raise ValueError(f"{path}: not a readable DICOM file (no DICOM preamble); is it complete?")
     raise ValueError(f"{path}: unsupported file type; supported: {SUPPORTED_FORMATS}.")

@@ -26,18 +26,37 @@ def _num_images(series: Any) -> int:
     return int(np.prod([n for n, a in zip(series.shape, series.axes) if a not in "YXS"], dtype=int))
 
 
+class _MixedPages(ValueError):
+    """A TIFF whose pages differ in size (raised as is, not re-wrapped)."""
+
+
+def _single_series(tif: Any, path: str) -> Any:
+    """The one image series of a TIFF file; raise where its pages do not form one stack (sizes differ)."""
+    if len(tif.series) > 1:
+        shapes = ", ".join(f"{'x'.join(str(n) for n in s.shape)} ({s.axes})" for s in tif.series[:6])
+        more = ", ..." if len(tif.series) > 6 else ""
+        raise _MixedPages(
+            f"{path}: its pages do not form one stack: {len(tif.series)} groups of pages of different sizes or "
+            f"types ({shapes}{more}); reading only the first would give a partial volume. Save the pages of one size "
+            "as a file of their own."
+        )
+    return tif.series[0]
+
+
 def tiff_num_pages(path: str | os.PathLike) -> int:
     """Number of 2D images in a TIFF file (pages of a stack; 1 for a single image).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable TIFF.
+        ValueError: the file is not a readable TIFF, or its pages differ in size.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"TIFF file not found: {path}")
     try:
         with tifffile.TiffFile(path) as tif:
-            return _num_images(tif.series[0])
+            return _num_images(_single_series(tif, os.fspath(path)))
+    except _MixedPages:
+        raise
     except Exception as e:
         raise ValueError(f"{path}: not a readable TIFF ({type(e).__name__}: {e}).") from e
 
@@ -73,7 +92,8 @@ class TiffReader(ImageReader):
 
         Raises:
             FileNotFoundError: the file does not exist.
-            ValueError: the file is not a readable TIFF (truncated, corrupt) or ``page`` is out of range.
+            ValueError: the file is not a readable TIFF (truncated, corrupt), its pages differ in size (a stack of
+                512, 256 and 512 pixel pages is refused, not read as its first page), or ``page`` is out of range.
         """
         path = os.fspath(data if isinstance(data, (str, os.PathLike)) else data[0])
         page = kwargs.get("page", self.page)
@@ -81,7 +101,7 @@ class TiffReader(ImageReader):
             raise FileNotFoundError(f"TIFF file not found: {path}")
         try:
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
+                series = _single_series(tif, path)
                 axes = series.axes
                 n = _num_images(series)
                 if page is None:
@@ -93,6 +113,8 @@ class TiffReader(ImageReader):
                     axes = "".join(a for a in axes if a in "YXS")
         except IndexError as e:
             raise ValueError(f"{path}: {e}.") from e
+        except _MixedPages:
+            raise
         except Exception as e:
             raise ValueError(f"{path}: cannot read the TIFF ({type(e).__name__}: {e}); is the file complete?") from e
         return array, axes, path

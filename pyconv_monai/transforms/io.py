@@ -31,6 +31,7 @@ from monai.utils import ImageMetaKey, TransformBackends
 
 from pyconv_monai.data.formats import GEOMETRY_KINDS, get_reader, image_kind
 from pyconv_monai.data.geometry import geometry_mismatch, take_slice
+from pyconv_monai.data.headers import MAX_VOXELS, check_nifti_header, check_nrrd_header, parse_spacing
 from pyconv_monai.data.meta import tracking_meta
 
 __all__ = ["LoadSlice2D", "LoadSlice2Dd", "LoadVolume", "LoadVolumed", "align_to_reference"]
@@ -70,7 +71,14 @@ def _kind(source: str | tuple[str, ...]) -> str:
     if isinstance(source, str):
         return image_kind(source)
     for path in source:
-        if image_kind(path) != "dicom":  # raises FileNotFoundError for a missing file
+        try:
+            kind = image_kind(path)
+        except (FileNotFoundError, ValueError) as e:  # a slice missing or unreadable: no volume from the others
+            raise type(e)(
+                f"{os.path.dirname(path)}: the DICOM series is incomplete, one of its {len(source)} files cannot be "
+                f"read, so no volume is built from the others: {e}"
+            ) from e
+        if kind != "dicom":
             raise ValueError(f"{path}: not a DICOM image file; a list of files must be the DICOM files of one series.")
     return "dicom_series"
 
@@ -194,18 +202,37 @@ class LoadVolume(Transform):
     A DICOM series is given by its folder (with ``series_uid`` where the folder holds several) or by the list of its
     files (as :func:`pyconv_monai.data.find_cases` lists them), read with :class:`pyconv_monai.data.DicomSeriesReader`.
 
+    Geometry is required, not invented: a NIfTI file without a usable geometry (qform and sform codes 0, zero voxel
+    sizes, a singular sform, qform/sform/pixdim disagreeing on the voxel size) or a DICOM series without
+    PixelSpacing (or a single slice without SliceThickness) raises ``ValueError`` naming the file and the reason,
+    unless ``assume_spacing`` gives the voxel size; the volume then carries that affine and its meta
+    ``assumed_spacing`` and ``geometry_note`` say so. Otherwise the volume's ``original_affine`` is the file's own.
+    Headers claiming more voxels than the file holds or than ``max_voxels`` are refused before reading
+    (:func:`pyconv_monai.data.check_nifti_header`).
+
     Args:
         axcodes: target orientation of volumes with geometry, ``None`` to keep the stored one.
         dtype: output dtype.
         nonfinite: ``"raise"`` or ``"fill"`` (smallest finite value, with a warning).
         cache_size: number of volumes kept in memory (0: none); cached volumes are returned as copies.
+        assume_spacing: voxel size in mm along the stored array axes (``"1,1,3"`` or three numbers) for NIfTI files
+            and DICOM series whose headers have no usable geometry; ``None`` refuses them.
+        max_voxels: refuse NIfTI/NRRD headers claiming more voxels.
     """
 
     backend = [TransformBackends.TORCH]
 
     def __init__(
-        self, axcodes: str | None = "PLS", dtype: DtypeLike = np.float32, nonfinite: str = "raise", cache_size: int = 0
+        self,
+        axcodes: str | None = "PLS",
+        dtype: DtypeLike = np.float32,
+        nonfinite: str = "raise",
+        cache_size: int = 0,
+        assume_spacing: str | Sequence[float] | None = None,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
+        self.assume_spacing = parse_spacing(assume_spacing)
+        self.max_voxels = int(max_voxels)
         if nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
         if axcodes is not None and sorted(_AXES.get(c, -1) for c in axcodes.upper()) != [0, 1, 2]:
@@ -249,13 +276,28 @@ class LoadVolume(Transform):
         Exceptions of the format libraries are re-raised as ``ValueError`` naming the file.
         """
         kind, name = _kind(path), _name(path)
-        reader = get_reader(name, series_uid=series_uid, kind=kind, **({} if page is None else {"page": page}))
+        assumed = None
+        if kind == "nifti":  # before any pixel is read: a size the file holds, a stored geometry
+            assumed = check_nifti_header(name, self.assume_spacing, self.max_voxels)
+        elif kind == "nrrd":
+            check_nrrd_header(name, self.max_voxels)
+        options: dict[str, Any] = {} if page is None else {"page": page}
+        if kind in ("dicom", "dicom_series") and self.assume_spacing is not None:
+            options["assume_spacing"] = self.assume_spacing
+        reader = get_reader(name, series_uid=series_uid, kind=kind, **options)
         try:
             img = self._loader(path, reader=reader)
         except (ValueError, FileNotFoundError):
             raise
         except Exception as e:  # nibabel, Pillow, pynrrd, zlib errors on truncated or corrupt files
             raise ValueError(f"{name}: cannot read the image ({type(e).__name__}: {e}); is the file complete?") from e
+        if assumed is not None:
+            warnings.warn(f"{name}: {assumed.message()}.", stacklevel=3)
+            img.affine = torch.as_tensor(assumed.affine, dtype=torch.float64)
+            img.meta[ImageMetaKey.FILENAME_OR_OBJ] = img.meta.get(ImageMetaKey.FILENAME_OR_OBJ, name)
+            img.meta["original_affine"] = assumed.affine.copy()
+            img.meta["assumed_spacing"] = list(assumed.spacing)
+            img.meta["geometry_note"] = assumed.message()
         img = _grayscale(img, name, picture=kind in ("image2d", "tiff"))
         return _finite(img, name, self.nonfinite), kind
 
@@ -298,14 +340,28 @@ class LoadSlice2D(Transform):
         dtype: output dtype.
         nonfinite: ``"raise"`` or ``"fill"``.
         cache_size: number of volumes kept in memory.
+        assume_spacing, max_voxels: see :class:`LoadVolume`.
     """
 
     backend = [TransformBackends.TORCH]
 
     def __init__(
-        self, axcodes: str | None = "PLS", dtype: DtypeLike = np.float32, nonfinite: str = "raise", cache_size: int = 2
+        self,
+        axcodes: str | None = "PLS",
+        dtype: DtypeLike = np.float32,
+        nonfinite: str = "raise",
+        cache_size: int = 2,
+        assume_spacing: str | Sequence[float] | None = None,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
-        self.volumes = LoadVolume(axcodes=axcodes, dtype=dtype, nonfinite=nonfinite, cache_size=cache_size)
+        self.volumes = LoadVolume(
+            axcodes=axcodes,
+            dtype=dtype,
+            nonfinite=nonfinite,
+            cache_size=cache_size,
+            assume_spacing=assume_spacing,
+            max_voxels=max_voxels,
+        )
 
     def __call__(
         self, filename: str | os.PathLike, slice_index: int | None = None, series_uid: str | None = None
@@ -363,6 +419,7 @@ class LoadVolumed(MapTransform):
         tol: grid tolerance as a fraction of a voxel.
         cache_size: number of volumes kept in memory.
         allow_missing_keys: don't raise for missing keys.
+        assume_spacing, max_voxels: see :class:`LoadVolume`.
     """
 
     backend = LoadVolume.backend
@@ -379,13 +436,22 @@ class LoadVolumed(MapTransform):
         tol: float = 0.05,
         cache_size: int = 0,
         allow_missing_keys: bool = False,
+        assume_spacing: str | Sequence[float] | None = None,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.series_uid_key = series_uid_key
         self.files_key = files_key
         self.resample_labels = resample_labels
         self.tol = tol
-        self.volumes = LoadVolume(axcodes=axcodes, dtype=dtype, nonfinite=nonfinite, cache_size=cache_size)
+        self.volumes = LoadVolume(
+            axcodes=axcodes,
+            dtype=dtype,
+            nonfinite=nonfinite,
+            cache_size=cache_size,
+            assume_spacing=assume_spacing,
+            max_voxels=max_voxels,
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -437,6 +503,7 @@ class LoadSlice2Dd(MapTransform):
         tol: grid tolerance as a fraction of a voxel.
         cache_size: number of volumes kept in memory (image and label count separately).
         allow_missing_keys: don't raise for missing keys.
+        assume_spacing, max_voxels: see :class:`LoadVolume`.
     """
 
     backend = LoadSlice2D.backend
@@ -453,13 +520,22 @@ class LoadSlice2Dd(MapTransform):
         tol: float = 0.05,
         cache_size: int = 4,
         allow_missing_keys: bool = False,
+        assume_spacing: str | Sequence[float] | None = None,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.slice_key = slice_key
         self.series_uid_key = series_uid_key
         self.resample_labels = resample_labels
         self.tol = tol
-        self.loader = LoadSlice2D(axcodes=axcodes, dtype=dtype, nonfinite=nonfinite, cache_size=cache_size)
+        self.loader = LoadSlice2D(
+            axcodes=axcodes,
+            dtype=dtype,
+            nonfinite=nonfinite,
+            cache_size=cache_size,
+            assume_spacing=assume_spacing,
+            max_voxels=max_voxels,
+        )
         self._aligned = _LRU(cache_size)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

