@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--ckpt-file", help="model weights (default: <bundle>/models/model.pt)")
     seg.add_argument("--network-name", help="network of the weights, if not the bundle's pyconvunet")
     seg.add_argument("--no-dicom-seg", action="store_true", help="do not write DICOM SEG objects")
+    seg.add_argument(
+        "--assume-spacing",
+        metavar="X,Y,Z",
+        help="voxel size in mm to assume for volumes whose header has no usable geometry (e.g. 1,1,3; otherwise "
+        "they are refused); volumes.csv says so for each such case",
+    )
     seg.add_argument("--no-progress", action="store_true", help="no progress bars")
     seg.add_argument(
         "--tta", action="store_true", help="test-time flip averaging (CT bundles; 3x the network time, see docs)"
@@ -179,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["network_name"] = args.network_name
     if args.no_dicom_seg:
         overrides["dicom_seg"] = False
+    if args.assume_spacing:
+        overrides["assume_spacing"] = args.assume_spacing
     if args.no_progress:
         overrides["progress"] = False
     if args.tta:

@@ -213,10 +213,12 @@ class SegmentationEvaluator(SupervisedEvaluator):
             row["volume_ml"] = row["foreground_voxels"] * voxel / 1000.0
         if meta.get("saved_to"):
             row["mask"] = os.path.basename(str(meta["saved_to"]))
+        notes = [str(meta["geometry_note"])] if meta.get("geometry_note") else []  # an assumed voxel size
         if meta.get("dicom_seg"):
             row["dicom_seg"] = os.path.basename(str(meta["dicom_seg"]))
             if meta.get("dicom_seg_notes"):
-                row["message"] = "DICOM SEG: " + "; ".join(meta["dicom_seg_notes"])
+                notes.append("DICOM SEG: " + "; ".join(meta["dicom_seg_notes"]))
+        row["message"] = "; ".join(notes)
 
 
 class VolumeTableWriter:

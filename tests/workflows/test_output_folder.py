@@ -147,3 +147,29 @@ def test_cli_exit_status_for_a_folder_in_use(series, tmp_path):
         other.wait()
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"in use by another run (process {other.pid}" in done.stderr
+
+
+def test_a_volume_without_geometry_is_refused_unless_a_spacing_is_assumed(shared_data, tmp_path):
+    """End to end (issue 18): the real CT NIfTI with qform/sform codes 0 and zero pixdim fails its case, naming the
+    file; with ``assume_spacing`` (``--assume-spacing`` of pyconv-monai segment) it is segmented and volumes.csv says
+    what was assumed, with the true volume of its 3 mm voxels."""
+    from tests.transforms.test_headers import PIXDIM_OFFSET, _patch, _save
+
+    ct = nib.load(shared_data / "ct_nifti_totalseg" / "example_ct_sm.nii.gz")
+    header = ct.header.copy()
+    header.set_sform(None, code=0)
+    header.set_qform(None, code=0)
+    data = tmp_path / "in"
+    data.mkdir()
+    path = _patch(_save(ct, data / "nogeom.nii", header), PIXDIM_OFFSET + 4, "3f", 0.0, 0.0, 0.0)
+    weights = shift_weights(tmp_path / "w.pt")
+    with pytest.raises(InferenceError, match="1 of 1 case"):
+        run("lung_ct_segmentation", data, tmp_path / "out", weights)
+    row = read_csv(tmp_path / "out" / "volumes.csv")["nogeom"]
+    assert row["status"] == "error" and "nogeom.nii: no usable voxel geometry" in row["message"]
+    assert "assume_spacing" in row["message"] and os.listdir(tmp_path / "out") == ["volumes.csv"]
+
+    rows = run("lung_ct_segmentation", data, tmp_path / "out2", weights, assume_spacing="3,3,3")
+    assert rows[0]["status"] == "ok" and "voxel size assumed 3x3x3 mm" in rows[0]["message"]
+    assert rows[0]["voxel_volume_mm3"] == pytest.approx(abs(np.linalg.det(ct.affine[:3, :3])))
+    assert "voxel size assumed" in read_csv(tmp_path / "out2" / "volumes.csv")["nogeom"]["message"]
