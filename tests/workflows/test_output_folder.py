@@ -161,7 +161,7 @@ def test_a_volume_without_geometry_is_refused_unless_a_spacing_is_assumed(shared
     header.set_qform(None, code=0)
     data = tmp_path / "in"
     data.mkdir()
-    path = _patch(_save(ct, data / "nogeom.nii", header), PIXDIM_OFFSET + 4, "3f", 0.0, 0.0, 0.0)
+    _patch(_save(ct, data / "nogeom.nii", header), PIXDIM_OFFSET + 4, "3f", 0.0, 0.0, 0.0)
     weights = shift_weights(tmp_path / "w.pt")
     with pytest.raises(InferenceError, match="1 of 1 case"):
         run("lung_ct_segmentation", data, tmp_path / "out", weights)
