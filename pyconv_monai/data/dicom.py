@@ -49,8 +49,14 @@ NON_IMAGE_MODALITIES = frozenset(
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-_FILE_TYPES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+# what a path that is not a regular file is, for messages
+_FILE_TYPES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
 
 
 def _reason(e: OSError) -> str:
@@ -208,7 +214,7 @@ def _candidate_files(root: str, recursive: bool) -> tuple[list[str], dict[str, s
     """The files to look at: ``root`` itself if it is a file, else the files in it (and its sub-folders), sorted,
     without hidden files; and the files that cannot be read, with the reason. Non-regular files (FIFOs, devices)
     are skipped with a warning, never opened."""
-    if os.path.isfile(root) or (os.path.lexists(root) and not os.path.isdir(root)):
+    if not os.path.isdir(root):
         paths = [root]
     elif recursive:
         paths = [os.path.join(d, f) for d, dirs, files in os.walk(root) for f in files]

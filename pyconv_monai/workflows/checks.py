@@ -73,8 +73,8 @@ def _command_line_overrides(argv: Sequence[str]) -> tuple[dict[str, Any], list[s
     while i < len(args):
         arg = args[i]
         if arg.startswith("--") and len(arg) > 2:
-            key, _, value = arg[2:].partition("=")
-            if not _:
+            key, sep, value = arg[2:].partition("=")
+            if not sep:
                 if i + 1 < len(args) and not args[i + 1].startswith("--"):
                     value, i = args[i + 1], i + 1
                 else:
@@ -97,9 +97,11 @@ def _literal(text: str) -> Any:
 def _ids(config: Any, prefix: str = "") -> dict[str, Any]:
     """Every id of a config (``"train#dataset#cache_rate"``) and its value."""
     out: dict[str, Any] = {}
-    items: Iterable = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(
-        config, list
-    ) else ()
+    items: Iterable = ()
+    if isinstance(config, Mapping):
+        items = config.items()
+    elif isinstance(config, list):
+        items = enumerate(config)
     for key, value in items:
         name = f"{prefix}#{key}" if prefix else str(key)
         out[name] = value

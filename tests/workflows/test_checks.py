@@ -16,8 +16,13 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from pyconv_monai.data import SafeCacheDataset, load_datalist
-from pyconv_monai.workflows import TrainingSetupError, check_overrides, check_training_labels, load_transforms
-from pyconv_monai.workflows import override_problems
+from pyconv_monai.workflows import (
+    TrainingSetupError,
+    check_overrides,
+    check_training_labels,
+    load_transforms,
+    override_problems,
+)
 from tests.conftest import EMBEDDED_DATA, REPO
 
 TRAIN_JSON = REPO / "bundles" / "neuron_em_segmentation" / "configs" / "train.json"
