@@ -216,8 +216,8 @@ class SegmentationEvaluator(SupervisedEvaluator):
         notes = [str(meta["geometry_note"])] if meta.get("geometry_note") else []  # an assumed voxel size
         if meta.get("dicom_seg"):
             row["dicom_seg"] = os.path.basename(str(meta["dicom_seg"]))
-            if meta.get("dicom_seg_notes"):
-                notes.append("DICOM SEG: " + "; ".join(meta["dicom_seg_notes"]))
+        if meta.get("dicom_seg_notes"):
+            notes.append("DICOM SEG: " + "; ".join(meta["dicom_seg_notes"]))
         row["message"] = "; ".join(notes)
 
 

@@ -124,7 +124,9 @@ class SaveImageMaskd(SaveImaged):
 class SaveImageDicomSegd(SaveImaged):
     """Write each mask of a DICOM series as a DICOM SEG ``<case>_seg.dcm`` in ``output_dir`` that references its
     source instances (:func:`pyconv_monai.writers.write_dicom_seg`), after :class:`SaveImageMaskd` wrote the mask;
-    other inputs pass. The path goes to the mask's meta ``dicom_seg``, notes on stand-in UIDs to ``dicom_seg_notes``.
+    other inputs pass, and so do series whose voxel size was assumed (meta ``assumed_spacing``: their headers carry no
+    usable geometry to place SEG frames by; a note says so). The path goes to the mask's meta ``dicom_seg``, notes on
+    stand-in UIDs to ``dicom_seg_notes``.
 
     Like :class:`SaveImageMaskd` a ``SaveImaged``, so clients that save in memory leave it out.
 
@@ -172,6 +174,10 @@ class SaveImageDicomSegd(SaveImaged):
             return d
         for key in self.key_iterator(d):
             mask = d[key]
+            if isinstance(mask, MetaTensor) and mask.meta.get("assumed_spacing") is not None:
+                # the series' own headers carry no usable geometry: a SEG would place its frames by them
+                mask.meta["dicom_seg_notes"] = ["no DICOM SEG written: the voxel size was assumed, not the series'"]
+                continue
             path = output_path(self.output_dir, case_outputs(str(d[self.name_key]), "dicom_series")[1])
             if os.path.lexists(path) and not self.overwrite:
                 raise FileExistsError(

@@ -173,3 +173,22 @@ def test_a_volume_without_geometry_is_refused_unless_a_spacing_is_assumed(shared
     assert rows[0]["status"] == "ok" and "voxel size assumed 3x3x3 mm" in rows[0]["message"]
     assert rows[0]["voxel_volume_mm3"] == pytest.approx(abs(np.linalg.det(ct.affine[:3, :3])))
     assert "voxel size assumed" in read_csv(tmp_path / "out2" / "volumes.csv")["nogeom"]["message"]
+
+
+def test_a_dicom_series_with_an_assumed_spacing_gets_a_mask_and_no_seg(shared_data, tmp_path):
+    """A copy of the real series without PixelSpacing, segmented with ``assume_spacing``: the mask is written, the
+    DICOM SEG is not (its headers carry no geometry to place frames by), and volumes.csv says both."""
+    import pydicom
+
+    data = tmp_path / "in" / "ct"
+    data.mkdir(parents=True)
+    for src in sorted((shared_data / "ct_dicom_dcmqi_3slice" / "dicom").iterdir()):
+        ds = pydicom.dcmread(src)
+        del ds.PixelSpacing
+        ds.save_as(data / src.name)
+    rows = run("lung_ct_segmentation", tmp_path / "in", tmp_path / "out", shift_weights(tmp_path / "w.pt"),
+               assume_spacing="0.8,0.8,1")  # fmt: skip
+    (row,) = rows
+    assert row["status"] == "ok" and "voxel size assumed 0.8x0.8x1 mm" in row["message"]
+    assert "no DICOM SEG written: the voxel size was assumed" in row["message"]
+    assert sorted(os.listdir(tmp_path / "out")) == [f"{row['case']}_seg.nii.gz", "volumes.csv"]
