@@ -14,10 +14,13 @@ set and a tiny budget (1 epoch, 2 training and 1 validation items, no cache), as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,25 @@ def check_workflow(workflow: Any, check_properties: bool = True) -> None:
     workflow.finalize()
 
 
+@contextlib.contextmanager
+def _one_process_group() -> Iterator[None]:
+    """The environment ``torchrun --nproc_per_node=1`` gives its process (rank 0 of 1, a free local port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_mgpu(
     bundle_root: Path,
     configs: list[str],
@@ -117,10 +139,12 @@ def run_mgpu(
     parser.update(pairs={"bundle_root": str(bundle_root), **override})
     output = bundle_root / "configs" / output_name
     ConfigParser.export_config_file(parser.config, str(output), indent=4)
-    if check_config:
-        engine = ConfigWorkflow(workflow_type="train", config_file=str(output), **_files(bundle_root))
-        engine.initialize()
-        missing = engine.check_properties()
+    if check_config:  # the zoo runs its _dist runner under a 1-process `torchrun`: this check joins such a group
+        with _one_process_group():
+            engine = ConfigWorkflow(workflow_type="train", config_file=str(output), **_files(bundle_root))
+            engine.initialize()
+            missing = engine.check_properties()
+            engine.finalize()
         assert not missing, f"check properties for overridden mgpu configs failed: {missing}"
     files = _files(bundle_root)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}"]
