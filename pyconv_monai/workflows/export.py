@@ -68,7 +68,7 @@ _REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "configs/t
 class ExportError(RuntimeError):
     """A bundle failed one of the Model Zoo checks; ``check`` names it (one of :data:`CHECKS`)."""
 
-    def __init__(self, check: str, bundle: str | os.PathLike, message: str) -> None:
+    def __init__(self, check: str, bundle: str | os.PathLike, message: str) -> None:  # noqa: B042
         self.check = check
         self.bundle = str(bundle)
         super().__init__(f"{self.bundle}: check '{check}' failed: {message}")
