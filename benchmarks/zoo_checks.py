@@ -82,6 +82,7 @@ UNIT_TEST = '''# A Model Zoo unit test for {bundle}, in the form of the zoo's ci
 # (written by pyconv-monai's benchmarks/zoo_checks.py; real data, 1 epoch on 2 + 1 slices).
 
 import os
+import sys
 import unittest
 
 from monai.bundle import ConfigWorkflow
@@ -111,6 +112,7 @@ def test_order(test_name1, test_name2):
 
 def _workflow(workflow_type, configs, override):
     bundle_root = override["bundle_root"]
+    sys.path.append(bundle_root)  # the bundle's own code, as the zoo's test_lung_nodule_ct_detection.py does
     files = [os.path.join(bundle_root, "configs", c) for c in configs]
     return ConfigWorkflow(
         workflow_type=workflow_type,
@@ -148,6 +150,7 @@ DIST_TEST = '''# A Model Zoo multi-GPU unit test for {bundle}, in the form of th
 # on CPUs (no CUDA device) the bundle's configs join a gloo group, on GPUs NCCL.
 
 import os
+import sys
 import unittest
 
 import torch
@@ -161,6 +164,7 @@ class TestBundleMGPU(unittest.TestCase):
     @parameterized.expand([TEST_CASE_1])
     def test_train_mgpu_config(self, override):
         bundle_root = override["bundle_root"]
+        sys.path.append(bundle_root)  # the bundle's own code, for the check_config=True build in this process
         train_file = os.path.join(bundle_root, "configs/train.json")
         mgpu_train_file = os.path.join(bundle_root, "configs/multi_gpu_train.json")
         output_path = os.path.join(bundle_root, "configs/train_override.json")
@@ -249,11 +253,14 @@ def _git(zoo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=zoo, env=env, check=True, capture_output=True)
 
 
-def _pre_commit_config(zoo: Path) -> str:
-    """The zoo's hooks with their ``args`` / ``exclude`` as local hooks running the installed console scripts."""
-    import yaml
-
-    config = yaml.safe_load((zoo / ".pre-commit-config.yaml").read_text())
+def _pre_commit_config(zoo: Path, python: str) -> str:
+    """The zoo's hooks with their ``args`` / ``exclude`` as local hooks running the installed console scripts
+    (the zoo's config read by ``python``, which has PyYAML as pre-commit needs it)."""
+    read = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"
+    done = subprocess.run([python, "-c", read, str(zoo / ".pre-commit-config.yaml")], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} could not read {zoo / '.pre-commit-config.yaml'}: {done.stderr[-500:]}")
+    config = json.loads(done.stdout)
     lines = [f"exclude: {json.dumps(config.get('exclude', '^$'))}", "repos:", "  - repo: local", "    hooks:"]
     for repo in config["repos"]:
         for hook in repo["hooks"]:
@@ -371,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         # the linters on the committed tree, after the tests (their outputs are not committed: a clean copy)
         clean = tmp / "pre-commit"
         _git(zoo, "worktree", "add", "-q", str(clean), "HEAD")
-        (clean / ".pre-commit-local.yaml").write_text(_pre_commit_config(zoo))
+        (clean / ".pre-commit-local.yaml").write_text(_pre_commit_config(zoo, zoo_python))
         cmd = [zoo_python, "-m", "pre_commit", "run", "--all-files", "--config", ".pre-commit-local.yaml"]
         ok, text, sec = _run(cmd, clean, dict(env, PRE_COMMIT_HOME=str(tmp / "pre-commit-home")))
         failed = [line for line in text.splitlines() if line.endswith("Failed")]

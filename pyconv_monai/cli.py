@@ -108,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
         "export",
         help="check a bundle as the MONAI Model Zoo's CI does and write OUT/<name>_v<version>.zip",
         description="Checks layout, version and changelog, metadata.json against bundles/schemas (offline), "
-        "verify_net_in_out, the train and infer workflow properties and a TorchScript export compared with the "
-        "checkpoint, then writes <name>_v<version>.zip (the bundle, its pyconv_monai code, large_files.yml with the "
-        "weights' URL and sha256; files over 25 MB only listed there). Exit status 1 when a check failed (no zip is written), 2 when the export could not start.",
+        "verify_net_in_out, the train, train + evaluate, eval and infer workflow properties and a TorchScript "
+        "export compared with the checkpoint, then writes <name>_v<version>.zip (the bundle, its pyconv_monai code, "
+        "large_files.yml with the weights' URL and sha256; files over 25 MB are only listed there). Exit status 1 "
+        "when a check failed (no zip is written), 2 when the export could not start.",
     )
     exp.add_argument("bundle", help=f"bundle name ({', '.join(list_bundles())}) or bundle folder")
     exp.add_argument("output", help="folder for the zip (an existing zip is never replaced)")
