@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from tests.bundles.zoo import eval_case, infer_case, train_evaluate_case
 
 BUNDLE = "liver_ct_segmentation"
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: two 1-epoch trainings on 512x512 CT slices
 def test_train_eval_config(tmp_path, shared_data):
     """train.json, then train.json + evaluate.json as workflow "train": properties complete, both run."""
     root = train_evaluate_case(BUNDLE, tmp_path, shared_data)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 from tests.bundles.zoo import eval_case, infer_case, train_evaluate_case
-from tests.conftest import EMBEDDED_DATA
 
 BUNDLE = "neuron_em_segmentation"
 
@@ -20,10 +19,16 @@ def test_train_eval_config(tmp_path):
 def test_eval_config(tmp_path):
     """train.json + evaluate.json as workflow "eval" with the shipped weights: a real Dice on a real slice."""
     metrics = eval_case(BUNDLE, tmp_path, None)
-    assert 0.0 <= metrics["val_mean_dice"] <= 1.0 and not math.isnan(metrics["val_mean_dice"])
+    assert not math.isnan(metrics["val_mean_dice"]) and metrics["val_mean_dice"] > 0.85  # shipped weights: 0.94
 
 
-def test_infer_config(tmp_path):
-    """inference.json as workflow "infer" with the shipped weights on one real image: it writes a segmentation."""
-    written = infer_case(BUNDLE, tmp_path, str(EMBEDDED_DATA / "isbi2012_em" / "train-volume.tif"))
+def test_infer_config(tmp_path, em_stack):
+    """inference.json as workflow "infer" with the shipped weights on real slices (2 of the embedded stack):
+    it writes a segmentation."""
+    import tifffile
+
+    image = tmp_path / "em" / "stack.tif"
+    image.parent.mkdir()
+    tifffile.imwrite(image, em_stack[0][:2], photometric="minisblack")
+    written = infer_case(BUNDLE, tmp_path, str(image))
     assert written, "inference wrote nothing"
