@@ -55,14 +55,16 @@ from benchmarks.common import command_line, markdown_table, print_and_write
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ["neuron_em_segmentation", "lung_ct_segmentation", "liver_ct_segmentation"]
+BLACK = ["--skip-magic-trailing-comma"]  # runtests.sh --codeformat
 # what of the zoo's checkout the checks read (its other bundles are not needed)
 ZOO_FILES = ["ci", "models/model_info.json", "setup.cfg", "pyproject.toml", ".pre-commit-config.yaml", "runtests.sh"]
 
-# per bundle: the data set (relative to --data, or to this repository for "repo:") and one image for inference
+# per bundle: the data set (relative to --data, or to this repository for "repo:") and the images for inference
+# (a glob: the first file in sorted order)
 DATA = {
     "neuron_em_segmentation": ("repo:data/isbi2012_em", "repo:data/isbi2012_em/train-volume.tif"),
-    "lung_ct_segmentation": ("lung_ct_2d", "lung_ct_2d/2d_images/ID_0000_Z_0142.tif"),
-    "liver_ct_segmentation": ("liver_ct_2d", "liver_ct_2d/val/001.png"),
+    "lung_ct_segmentation": ("lung_ct_2d", "lung_ct_2d/2d_images/*.tif"),
+    "liver_ct_segmentation": ("liver_ct_2d", "liver_ct_2d/val/[0-9][0-9][0-9].png"),
 }
 
 _OVERRIDE = """{{
@@ -78,7 +80,8 @@ _OVERRIDE = """{{
         "val_datalist": "$@split[1][:{n_val}]",
     }}"""
 
-UNIT_TEST = '''# A Model Zoo unit test for {bundle}, in the form of the zoo's ci/unit_tests/test_spleen_ct_segmentation.py
+UNIT_TEST = """# A Model Zoo unit test for {bundle}, in the form of the zoo's
+# ci/unit_tests/test_spleen_ct_segmentation.py
 # (written by pyconv-monai's benchmarks/zoo_checks.py; real data, 1 epoch on 2 + 1 slices).
 
 import os
@@ -143,9 +146,9 @@ if __name__ == "__main__":
     loader = unittest.TestLoader()
     loader.sortTestMethodsUsing = test_order
     unittest.main(testLoader=loader)
-'''
+"""
 
-DIST_TEST = '''# A Model Zoo multi-GPU unit test for {bundle}, in the form of the zoo's
+DIST_TEST = """# A Model Zoo multi-GPU unit test for {bundle}, in the form of the zoo's
 # ci/unit_tests/test_spleen_ct_segmentation_dist.py (written by pyconv-monai's benchmarks/zoo_checks.py): 2 processes;
 # on CPUs (no CUDA device) the bundle's configs join a gloo group, on GPUs NCCL.
 
@@ -194,7 +197,7 @@ class TestBundleMGPU(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
-'''
+"""
 
 # the hooks of the zoo's .pre-commit-config.yaml (pre-commit-hooks v4.6.0): console script and file types, as that
 # repository's .pre-commit-hooks.yaml declares them
@@ -277,7 +280,13 @@ def _pre_commit_config(zoo: Path, python: str) -> str:
 
 
 def _data(spec: str, data: Path) -> str:
-    return str(REPO / spec[5:]) if spec.startswith("repo:") else str(data / spec)
+    root, rel = (REPO, spec[5:]) if spec.startswith("repo:") else (data, spec)
+    if "*" in rel or "[" in rel:
+        found = sorted(root.glob(rel))
+        if not found:
+            raise FileNotFoundError(f"no file matches {root / rel}")
+        return str(found[0])
+    return str(root / rel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
             pip = [zoo_python, "-m", "pip", "install", "--pre", "-r", requirements]
             pip += [] if args.pip_install else ["--dry-run", "--quiet"]
             ok, text, sec = _run(pip, zoo, env)
-            record(bundle, "pip install " + ("" if args.pip_install else "--dry-run ") + "-r requirements", ok, text, sec)
+            record(
+                bundle, "pip install " + ("" if args.pip_install else "--dry-run ") + "-r requirements", ok, text, sec
+            )
         for mode in ("min", "full"):
             ok, text, sec = _run([zoo_python, "ci/verify_bundle.py", "-b", bundle, "-m", mode], zoo, env)
             record(bundle, f"verify_bundle.py -m {mode}", ok, text, sec)
@@ -367,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         target = f"models/{bundle}"
         for check, cmd in (
             ("isort --check", [zoo_python, "-m", "isort", "--check", target]),
-            ("black --skip-magic-trailing-comma --check", [zoo_python, "-m", "black", "--skip-magic-trailing-comma",
-                                                            "--check", target]),  # fmt: skip
+            ("black --skip-magic-trailing-comma --check", [zoo_python, "-m", "black", *BLACK, "--check", target]),
             ("flake8", [zoo_python, "-m", "flake8", target, "--count", "--statistics"]),
         ):
             ok, text, sec = _run(cmd, zoo, env)

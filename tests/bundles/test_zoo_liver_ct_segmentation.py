@@ -27,5 +27,7 @@ def test_eval_config(tmp_path, shared_data):
 
 def test_infer_config(tmp_path, shared_data):
     """inference.json as workflow "infer" with the shipped weights on one real image: it writes a segmentation."""
-    written = infer_case(BUNDLE, tmp_path, str(sorted((shared_data / "liver_ct_2d" / "val").glob("[0-9][0-9][0-9].png"))[0]))
+    written = infer_case(
+        BUNDLE, tmp_path, str(sorted((shared_data / "liver_ct_2d" / "val").glob("[0-9][0-9][0-9].png"))[0])
+    )
     assert written, "inference wrote nothing"

@@ -55,7 +55,7 @@ _SHARED = {"lung_ct_segmentation": "lung_ct_2d", "liver_ct_segmentation": "liver
 
 
 def zoo_copy(bundle: str, root: Path) -> Path:
-    """``root/models/<bundle>``: a copy of the repository's bundle (with its shipped weights), as the zoo lays it out."""
+    """``root/models/<bundle>``: a copy of the repository's bundle (with its shipped weights), in the zoo's layout."""
     target = root / "models" / bundle
     shutil.copytree(REPO / "bundles" / bundle, target, ignore=shutil.ignore_patterns("eval", "__pycache__"))
     return target
@@ -75,7 +75,8 @@ def _files(bundle_root: Path) -> dict[str, str]:
 
 
 def zoo_workflow(bundle_root: Path, configs: list[str], workflow_type: str, **override: Any):
-    """``ConfigWorkflow`` as the zoo's tests build it: config file(s), ``logging.conf``, ``metadata.json``, overrides."""
+    """``ConfigWorkflow`` as the zoo's tests build it: config file(s), ``logging.conf``, ``metadata.json``,
+    overrides."""
     from monai.bundle import ConfigWorkflow
 
     files = [str(bundle_root / "configs" / c) for c in configs]
@@ -192,7 +193,7 @@ def eval_case(bundle: str, tmp: Path, shared: Path | None) -> dict[str, float]:
 
 
 def infer_case(bundle: str, tmp: Path, image: str) -> list[Path]:
-    """The zoo's ``test_infer_config``: ``inference.json`` as workflow ``"infer"`` on ``image`` with the shipped weights.
+    """The zoo's ``test_infer_config``: ``inference.json`` as workflow ``"infer"`` on ``image``, shipped weights.
 
     Returns:
         the files written under the overridden ``output_dir``.
