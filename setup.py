@@ -17,6 +17,7 @@ BUNDLE_FILES = [
     "*/configs/*.conf",
     "*/docs/*.md",
     "*/docs/*.png",
+    "*/docs/*.txt",
     "*/models/README.md",
     "*/models/model.pt",
     "schemas/*.json",

@@ -115,13 +115,19 @@ def _parser() -> argparse.ArgumentParser:
         "export",
         help="check a bundle as the MONAI Model Zoo's CI does and write OUT/<name>_v<version>.zip",
         description="Checks layout, version and changelog, metadata.json against bundles/schemas (offline), "
-        "verify_net_in_out, the train and infer workflow properties and a TorchScript export compared with the "
-        "checkpoint, then writes <name>_v<version>.zip (the bundle, its pyconv_monai code, large_files.yml for files "
-        "over 25 MB). Exit status 1 when a check failed (no zip is written), 2 when the export could not start.",
+        "verify_net_in_out, the train, train + evaluate, eval and infer workflow properties and a TorchScript "
+        "export compared with the checkpoint, then writes <name>_v<version>.zip (the bundle, its pyconv_monai code, "
+        "large_files.yml with the weights' URL and sha256; files over 25 MB are only listed there). Exit status 1 "
+        "when a check failed (no zip is written), 2 when the export could not start.",
     )
     exp.add_argument("bundle", help=f"bundle name ({', '.join(list_bundles())}) or bundle folder")
     exp.add_argument("output", help="folder for the zip (an existing zip is never replaced)")
     exp.add_argument("--dataset-dir", help="data for the workflow property checks (default: the bundle's default)")
+    exp.add_argument(
+        "--weights-url",
+        help="folder URL where models/model.pt and models/model.ts will be uploaded (large_files.yml names "
+        "<URL>/<name>_v<version>_model.pt; default: a placeholder)",
+    )
     return parser
 
 
@@ -156,7 +162,7 @@ def _export(args: argparse.Namespace) -> int:
     """``pyconv-monai export``: 0 the zip was written, 1 a check failed, 2 the export could not start."""
     try:
         root = bundle_dir(args.bundle)
-        export_bundle(root, args.output, dataset_dir=args.dataset_dir, progress=print)
+        export_bundle(root, args.output, dataset_dir=args.dataset_dir, progress=print, weights_url=args.weights_url)
     except ExportError as e:
         print(f"pyconv-monai: export failed: {e}", file=sys.stderr)
         return 1

@@ -77,7 +77,8 @@ def test_wheel_ships_the_bundles_and_nothing_of_their_runs(fresh_install):
     for bundle in ("liver_ct_segmentation", "lung_ct_segmentation", "neuron_em_segmentation"):
         root = f"pyconv_monai/bundles/{bundle}"
         for rel in ("LICENSE", "configs/inference.json", "configs/train.json", "configs/metadata.json",
-                    "configs/logging.conf", "docs/README.md", "models/model.pt", "models/README.md"):  # fmt: skip
+                    "configs/logging.conf", "configs/evaluate.json", "configs/multi_gpu_evaluate.json",
+                    "docs/README.md", "docs/data_license.txt", "models/model.pt", "models/README.md"):  # fmt: skip
             assert f"{root}/{rel}" in names, f"{wheel.name}: {root}/{rel} missing"
     assert "pyconv_monai/bundles/schemas/meta_schema_20240725.json" in names
     shipped = {n for n in names if n.startswith("pyconv_monai/bundles/") and "/models/" in n}

@@ -51,7 +51,7 @@ class MetricsHistorySaver:
         save_dir: str,
         validator: Engine | None = None,
         filename: str = "metrics_history.csv",
-        loss_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),
+        loss_transform: Callable[[Any], Any] = from_engine(["loss"], first=True),  # noqa: B008
     ) -> None:
         self.path = os.path.join(os.fspath(save_dir), filename)
         self.validator = validator

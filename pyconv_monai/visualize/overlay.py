@@ -164,8 +164,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pyconv_monai.visualize.overlay IMAGE MASK OUT.png [--slice K] [--reference L --reference-value V]``.
-    """
+    """The command line: ``python -m pyconv_monai.visualize.overlay IMAGE MASK OUT.png [--slice K]
+    [--reference L --reference-value V]``."""
     parser = argparse.ArgumentParser(prog="python -m pyconv_monai.visualize.overlay",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("image", help="DICOM series folder or volume")

@@ -13,10 +13,14 @@ The zip carries the code its configs name: a copy of the ``pyconv_monai`` packag
 ``python -m monai.bundle run --config_file configs/inference.json`` run from the unzipped bundle folder imports
 it (Python puts the working directory, and MONAI the bundle root, on ``sys.path``) without ``pyconv-monai``
 installed. ``configs/metadata.json`` in the zip therefore declares, instead of ``pyconv-monai`` (not on PyPI),
-the third-party packages that code imports, at their installed versions.
+the third-party packages that code imports, at their installed versions where these install on the zoo's CI
+Python (:data:`ZOO_PYTHON`, 3.10), else at the versions of :data:`ZOO_PYTHON_VERSIONS` (checked there).
 
-Any file over ``max_file_mb`` (25 MB, the Model Zoo's limit) stays out of the zip and is listed in
-``large_files.yml`` (path, url placeholder, sha256), as the zoo's bundles list their large files.
+The weights travel as the zoo's bundles carry them: ``large_files.yml`` lists ``models/model.pt`` and
+``models/model.ts`` with a download URL (``weights_url``) and their sha256 (``hash_val``/``hash_type``), so that
+the zoo's git keeps them out (its pre-commit refuses files over 1 MB). Files up to ``max_file_mb`` (25 MB) stay in the
+zip as well, so an unzipped bundle runs offline with its local weights (the zoo's ``download_large_files`` skips a
+file that is present with the listed hash); larger files are only listed.
 """
 
 from __future__ import annotations
@@ -43,13 +47,37 @@ import pyconv_monai
 from pyconv_monai.utils import bundles_root
 from pyconv_monai.workflows.inference import load_checkpoint
 
-__all__ = ["ExportError", "ZOO_MAX_FILE_MB", "CHECKS", "export_bundle", "zoo_metadata", "large_files_yaml"]
+__all__ = [
+    "ExportError",
+    "ZOO_MAX_FILE_MB",
+    "ZOO_PYTHON",
+    "ZOO_PYTHON_VERSIONS",
+    "CHECKS",
+    "export_bundle",
+    "zoo_metadata",
+    "zoo_version",
+    "large_files_yaml",
+    "weights_urls",
+]
 
 logger = logging.getLogger(__name__)
 
 ZOO_MAX_FILE_MB = 25.0  # the Model Zoo keeps files over 25 MB out of git and lists them in large_files.yml
 SCHEMAS_DIR = bundles_root() / "schemas"
 PLACEHOLDER_URL = "PLACEHOLDER: upload this file and put its download URL here"
+WEIGHTS = ("models/model.pt", "models/model.ts")  # listed in large_files.yml whatever their size
+# the Python of the Model Zoo's premerge CI (.github/workflows/premerge-cpu.yml: 3.10.14)
+ZOO_PYTHON = "3.10"
+# the newest release that installs on ZOO_PYTHON, for packages whose installed release needs a newer Python;
+# `pip install -r` of the zoo's get_bundle_requirements.py output with these was run on Python 3.10.13
+# (docs/model_zoo.md)
+ZOO_PYTHON_VERSIONS = {
+    "numpy": "2.2.6",
+    "scipy": "1.15.3",
+    "pillow": "12.3.0",
+    "tifffile": "2025.5.10",
+    "onnxruntime": "1.23.2",
+}
 # the checks, in the order they run (names used in ExportError)
 CHECKS = (
     "layout",
@@ -57,6 +85,8 @@ CHECKS = (
     "metadata schema",
     "verify_net_in_out",
     "workflow properties (train)",
+    "workflow properties (train + evaluate)",
+    "workflow properties (eval)",
     "workflow properties (infer)",
     "torchscript export",
 )
@@ -68,7 +98,7 @@ _REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "configs/t
 class ExportError(RuntimeError):
     """A bundle failed one of the Model Zoo checks; ``check`` names it (one of :data:`CHECKS`)."""
 
-    def __init__(self, check: str, bundle: str | os.PathLike, message: str) -> None:
+    def __init__(self, check: str, bundle: str | os.PathLike, message: str) -> None:  # noqa: B042
         self.check = check
         self.bundle = str(bundle)
         super().__init__(f"{self.bundle}: check '{check}' failed: {message}")
@@ -99,8 +129,37 @@ def _package_requirements(dist: str = "pyconv-monai") -> dict[str, str]:
     return found
 
 
+def zoo_version(name: str, version: str, python: str = ZOO_PYTHON) -> str:
+    """``version`` of package ``name``, or the release of :data:`ZOO_PYTHON_VERSIONS` where ``version`` is the
+    installed release and that one needs a newer Python than ``python`` (its ``Requires-Python``).
+
+    Raises:
+        ValueError: the installed release does not install on ``python`` and the table has no release for it.
+    """
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return version
+    if Version(dist.version).base_version != Version(version).base_version:
+        return version  # not the installed release: the bundle states it deliberately
+    requires = dist.metadata.get("Requires-Python")
+    if not requires or SpecifierSet(requires).contains(f"{python}.0"):
+        return version
+    for key, pinned in ZOO_PYTHON_VERSIONS.items():
+        if _norm(key) == _norm(name):
+            return pinned
+    raise ValueError(
+        f"{name} {version} needs Python {requires}, the Model Zoo's CI runs {python}: "
+        f"add a release that installs there to ZOO_PYTHON_VERSIONS"
+    )
+
+
 def zoo_metadata(meta: dict[str, Any], carried: dict[str, str] | None = None) -> dict[str, Any]:
-    """``metadata.json`` for the zip: ``pyconv-monai`` replaced by the packages the carried code imports.
+    """``metadata.json`` for the zip: ``pyconv-monai`` replaced by the packages the carried code imports, every
+    version one that installs on the zoo's Python (:func:`zoo_version`).
 
     Args:
         meta: the bundle's metadata.
@@ -109,7 +168,8 @@ def zoo_metadata(meta: dict[str, Any], carried: dict[str, str] | None = None) ->
 
     Returns:
         a copy of ``meta`` whose ``required_packages_version`` declares no ``pyconv-monai`` and every package of
-        ``carried`` (versions the bundle already states are kept).
+        ``carried`` (versions the bundle already states are kept), and whose ``numpy_version``,
+        ``pytorch_version``, ``monai_version`` and package versions install on :data:`ZOO_PYTHON`.
     """
     meta = copy.deepcopy(meta)
     carried = _package_requirements() if carried is None else carried
@@ -121,7 +181,23 @@ def zoo_metadata(meta: dict[str, Any], carried: dict[str, str] | None = None) ->
     for name, version in sorted(carried.items(), key=lambda kv: kv[0].lower()):
         if _norm(name) not in stated:
             required[name] = version
+    for key in ("required_packages_version", "optional_packages_version"):
+        if isinstance(meta.get(key), dict):
+            meta[key] = {k: zoo_version(k, str(v)) for k, v in meta[key].items()}
+    for name, key in _OWN_KEYS.items():
+        if meta.get(key):
+            meta[key] = zoo_version(name, str(meta[key]))
     return meta
+
+
+def weights_urls(base_url: str | None, name: str, version: str) -> dict[str, str]:
+    """Download URL of each file of :data:`WEIGHTS`: ``<base_url>/<name>_v<version>_<file name>`` (the zoo's
+    naming, e.g. ``model_spleen_ct_segmentation_v1.pt``, is free; this one is unique per bundle and version), or
+    :data:`PLACEHOLDER_URL` without ``base_url``."""
+    if not base_url:
+        return {path: PLACEHOLDER_URL for path in WEIGHTS}
+    base = base_url.rstrip("/")
+    return {path: f"{base}/{name}_v{version}_{path.rsplit('/', 1)[-1]}" for path in WEIGHTS}
 
 
 def large_files_yaml(entries: list[dict[str, str]]) -> str:
@@ -176,12 +252,13 @@ def _resolved(config: Path, bundle_root: Path, key: str) -> Any:
 
 
 def _check_properties(
-    config: Path, meta: Path, bundle_root: Path, workflow_type: str, overrides: dict[str, Any]
+    config: Path | list[Path], meta: Path, bundle_root: Path, workflow_type: str, overrides: dict[str, Any]
 ) -> None:
     from monai.bundle import ConfigWorkflow
 
+    configs = config if isinstance(config, list) else [config]
     workflow = ConfigWorkflow(
-        config_file=str(config),
+        config_file=[str(c) for c in configs] if len(configs) > 1 else str(configs[0]),
         meta_file=str(meta),
         logging_file=False,
         workflow_type=workflow_type,
@@ -191,7 +268,7 @@ def _check_properties(
     workflow.initialize()
     missing = workflow.check_properties()
     if missing:
-        raise ValueError(f"{config.name} lacks the {workflow_type} properties {missing}")
+        raise ValueError(f"{' + '.join(c.name for c in configs)} lacks the {workflow_type} properties {missing}")
 
 
 def _compare_torchscript(ts_file: Path, config: Path, meta: dict[str, Any], ckpt: Path, bundle_root: Path) -> str:
@@ -270,6 +347,7 @@ def export_bundle(
     schemas_dir: str | os.PathLike = SCHEMAS_DIR,
     max_file_mb: float = ZOO_MAX_FILE_MB,
     progress: Callable[[str], None] | None = None,
+    weights_url: str | None = None,
 ) -> Path:
     """Check ``bundle`` as the Model Zoo's CI does and write ``out_dir/<name>_v<version>.zip``.
 
@@ -283,8 +361,10 @@ def export_bundle(
         dataset_dir: ``dataset_dir`` for the workflow property checks (default: the bundle's own default,
             evaluated with the bundle in its place).
         schemas_dir: folder holding the metadata schema named by ``metadata.json`` ``schema`` (checked offline).
-        max_file_mb: files larger than this stay out of the zip and are listed in ``large_files.yml``.
+        max_file_mb: files larger than this stay out of the zip (they are listed in ``large_files.yml``).
         progress: called with one line per finished check (default: the module's logger).
+        weights_url: where ``models/model.pt`` and ``models/model.ts`` will be downloadable from (a folder URL;
+            :func:`weights_urls`); ``large_files.yml`` names a placeholder without it.
 
     Returns:
         the path of the zip.
@@ -355,14 +435,23 @@ def export_bundle(
         if data is None:  # the bundle's default data, as the bundle in its place would find it
             data = _resolved(root / "configs" / "train.json", root, "dataset_dir")
         overrides = {"dataset_dir": os.path.abspath(data)} if isinstance(data, (str, os.PathLike)) else {}
-        for kind, config in (("train", "train.json"), ("infer", "inference.json")):
-            scratch = tmp / f"properties_{kind}" / name  # initialize() may write or move files: a throw-away copy
+        # as the zoo's unit tests build them: train.json; train.json + evaluate.json as "train" and as "eval"
+        cases = (
+            ("train", "train", ["train.json"]),
+            ("train + evaluate", "train", ["train.json", "evaluate.json"]),
+            ("eval", "eval", ["train.json", "evaluate.json"]),
+            ("infer", "infer", ["inference.json"]),
+        )
+        for i, (label, kind, configs) in enumerate(cases):
+            if not all((staging / "configs" / c).is_file() for c in configs):
+                say(f"workflow properties ({label}): skipped (no {' + '.join(configs)})")
+                continue
+            scratch = tmp / f"properties_{i}" / name  # initialize() may write or move files: a throw-away copy
             shutil.copytree(staging, scratch, ignore=shutil.ignore_patterns("pyconv_monai"))
-            with _check(f"workflow properties ({kind})", root):
-                _check_properties(
-                    scratch / "configs" / config, scratch / "configs" / "metadata.json", scratch, kind, overrides
-                )
-            say(f"workflow properties ({kind}): ok")
+            with _check(f"workflow properties ({label})", root):
+                files = [scratch / "configs" / c for c in configs]
+                _check_properties(files, scratch / "configs" / "metadata.json", scratch, kind, overrides)
+            say(f"workflow properties ({label}): ok")
 
         with _check("torchscript export", root):
             from monai.bundle import ckpt_export
@@ -385,15 +474,18 @@ def export_bundle(
             )
         say(f"torchscript export: ok ({compared})")
 
+        urls = weights_urls(weights_url, name, str(version))
         large = []
         for path in _zip_members(staging):
-            if path.stat().st_size > max_file_mb * 1024 * 1024:
-                rel = path.relative_to(staging).as_posix()
-                large.append({"path": rel, "url": PLACEHOLDER_URL, "hash_val": _sha256(path)})
+            rel = path.relative_to(staging).as_posix()
+            too_large = path.stat().st_size > max_file_mb * 1024 * 1024
+            if rel in urls or too_large:
+                large.append({"path": rel, "url": urls.get(rel, PLACEHOLDER_URL), "hash_val": _sha256(path)})
+            if too_large:
                 path.unlink()
                 say(f"large file: {rel} ({path.name}) is listed in large_files.yml, not zipped")
-        if large:
-            (staging / "large_files.yml").write_text(large_files_yaml(large))
+        (staging / "large_files.yml").write_text(large_files_yaml(large))
+        say(f"large_files.yml: {', '.join(e['path'] for e in large)} (sha256; url {weights_url or 'placeholder'})")
 
         out_dir.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=out_dir)

@@ -15,7 +15,18 @@ from pathlib import Path
 import pytest
 
 from pyconv_monai.cli import main
-from pyconv_monai.workflows.export import CHECKS, ExportError, export_bundle, large_files_yaml, zoo_metadata
+from pyconv_monai.workflows.export import (
+    CHECKS,
+    PLACEHOLDER_URL,
+    ZOO_PYTHON,
+    ZOO_PYTHON_VERSIONS,
+    ExportError,
+    export_bundle,
+    large_files_yaml,
+    weights_urls,
+    zoo_metadata,
+    zoo_version,
+)
 from tests.conftest import REPO
 
 EM = REPO / "bundles" / "neuron_em_segmentation"
@@ -43,6 +54,45 @@ def test_zip_metadata_declares_the_carried_code_dependencies_not_pyconv_monai():
     installed = zoo_metadata(meta)["required_packages_version"]  # the installed pyconv-monai's requirements
     assert "pyconv-monai" not in installed and {"pydicom", "highdicom", "nibabel"} <= set(installed)
     assert not {"torch", "monai", "numpy"} & set(installed)  # pytorch_version, monai_version, numpy_version
+
+
+def test_zoo_version_replaces_an_installed_release_that_needs_a_newer_python():
+    import importlib.metadata
+
+    numpy = importlib.metadata.version("numpy")
+    assert zoo_version("numpy", numpy, python="3.0") == ZOO_PYTHON_VERSIONS["numpy"]  # numpy needs Python 3.x > 3.0
+    assert zoo_version("numpy", "1.0.0", python="3.0") == "1.0.0"  # not the installed release: kept as stated
+    assert zoo_version("not-a-package", "1.2.3", python="3.0") == "1.2.3"
+    with pytest.raises(ValueError, match="ZOO_PYTHON_VERSIONS"):  # needs a newer Python, and no release in the table
+        zoo_version("tqdm", importlib.metadata.version("tqdm"), python="2.7")
+
+
+def test_zip_metadata_installs_on_the_zoo_python():
+    """Every version the zip's metadata names is a release whose Requires-Python admits the zoo's Python, where it
+    is the installed release (the others come from ZOO_PYTHON_VERSIONS, installed there by docs/model_zoo.md)."""
+    import importlib.metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    out = zoo_metadata(json.loads((EM / "configs" / "metadata.json").read_text()))
+    named = {**out["required_packages_version"], "numpy": out["numpy_version"], "torch": out["pytorch_version"]}
+    named["monai"] = out["monai_version"]
+    for name, version in named.items():
+        dist = importlib.metadata.distribution(name)
+        if dist.version.split("+")[0] == version:
+            requires = dist.metadata.get("Requires-Python") or ""
+            assert SpecifierSet(requires).contains(f"{ZOO_PYTHON}.0"), (name, version, requires)
+        else:
+            assert version == ZOO_PYTHON_VERSIONS[name.lower()], (name, version)
+
+
+def test_weights_urls_name_bundle_and_version():
+    urls = weights_urls("https://example.org/w/", "neuron_em_segmentation", "0.3.2")
+    assert urls == {
+        "models/model.pt": "https://example.org/w/neuron_em_segmentation_v0.3.2_model.pt",
+        "models/model.ts": "https://example.org/w/neuron_em_segmentation_v0.3.2_model.ts",
+    }
+    assert set(weights_urls(None, "x", "1.0.0").values()) == {PLACEHOLDER_URL}
 
 
 def test_large_files_yaml_has_the_model_zoo_fields():
@@ -150,7 +200,13 @@ def test_exported_zip_has_the_model_zoo_layout(em_zip):
               "pyconv_monai/__init__.py", "pyconv_monai/workflows/inference.py"]:  # fmt: skip
         assert f"neuron_em_segmentation/{f}" in names, f
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/eval/" in n]
-    assert "neuron_em_segmentation/large_files.yml" not in names  # 6 MB files: under the limit
+    # the weights are listed in large_files.yml (the zoo keeps them out of git) and zipped too (6 MB: under the limit)
+    with zipfile.ZipFile(em_zip) as zf:
+        zf_text = zf.read("neuron_em_segmentation/large_files.yml").decode()
+        large = {p: hashlib.sha256(zf.read(f"neuron_em_segmentation/{p}")).hexdigest()
+                 for p in ("models/model.pt", "models/model.ts")}  # fmt: skip
+    listed = dict(zip(re.findall(r'- path: "([^"]+)"', zf_text), re.findall(r'hash_val: "([0-9a-f]{64})"', zf_text)))
+    assert listed == large and zf_text.count('hash_type: "sha256"') == 2
     assert "pyconv-monai" not in meta["required_packages_version"] and "pydicom" in meta["required_packages_version"]
     for name, text in configs.items():  # the configs are the repository's, byte for byte
         if not name.endswith("metadata.json"):

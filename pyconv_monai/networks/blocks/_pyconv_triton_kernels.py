@@ -34,9 +34,9 @@ def pyconv_fwd_kernel(
     b_ptr,
     y_ptr,
     tab_ptr,
-    NPIX,
-    H,
-    W,
+    NPIX,  # noqa: N803
+    H,  # noqa: N803
+    W,  # noqa: N803
     sxn,
     sxc,
     sxh,
@@ -45,11 +45,11 @@ def pyconv_fwd_kernel(
     syc,
     syh,
     syw,
-    HAS_BIAS: tl.constexpr,
-    IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr,  # noqa: N803
+    IEEE: tl.constexpr,  # noqa: N803
+    BLOCK_M: tl.constexpr,  # noqa: N803
+    BLOCK_N: tl.constexpr,  # noqa: N803
+    BLOCK_K: tl.constexpr,  # noqa: N803
 ):
     """y[:, out_off + c0 : out_off + c0 + BLOCK_N] of one tile row for BLOCK_M output pixels."""
     pid_m = tl.program_id(0)
@@ -108,11 +108,11 @@ def pyconv_dx_kernel(
     w_ptr,
     dx_ptr,
     tab_ptr,
-    NPIX,
-    H,
-    W,
-    CIN,
-    NLEV,
+    NPIX,  # noqa: N803
+    H,  # noqa: N803
+    W,  # noqa: N803
+    CIN,  # noqa: N803
+    NLEV,  # noqa: N803
     syn,
     syc,
     syh,
@@ -121,10 +121,10 @@ def pyconv_dx_kernel(
     sxc,
     sxh,
     sxw,
-    IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    IEEE: tl.constexpr,  # noqa: N803
+    BLOCK_M: tl.constexpr,  # noqa: N803
+    BLOCK_N: tl.constexpr,  # noqa: N803
+    BLOCK_K: tl.constexpr,  # noqa: N803
 ):
     """dx[:, c0 : c0 + BLOCK_N] for BLOCK_M pixels, summed over all levels (rows pid_c * NLEV ... + NLEV - 1)."""
     pid_m = tl.program_id(0)
@@ -180,11 +180,11 @@ def pyconv_dw_kernel(
     dy_ptr,
     dw_ptr,
     tab_ptr,
-    NPIX,
-    H,
-    W,
-    CHUNK,
-    TAPS,
+    NPIX,  # noqa: N803
+    H,  # noqa: N803
+    W,  # noqa: N803
+    CHUNK,  # noqa: N803
+    TAPS,  # noqa: N803
     sxn,
     sxc,
     sxh,
@@ -193,10 +193,10 @@ def pyconv_dw_kernel(
     syc,
     syh,
     syw,
-    IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    IEEE: tl.constexpr,  # noqa: N803
+    BLOCK_M: tl.constexpr,  # noqa: N803
+    BLOCK_N: tl.constexpr,  # noqa: N803
+    BLOCK_K: tl.constexpr,  # noqa: N803
 ):
     """Adds one pixel chunk's contribution to the weight gradient of one tile row, one tap per TAPS programs.
 
