@@ -64,13 +64,14 @@ def test_fused_form_from_an_optimized_network():
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         ref = net(x)
-        out = fuse_for_inference(optimize_pyconv(net, "dense"), "split")(x)
+        out = fuse_for_inference(optimize_pyconv(net, "dense"), "ungrouped")(x)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_depthwise_cannot_be_fused():
-    with pytest.raises(ValueError, match="depthwise"):
-        fuse_for_inference(small_net(), "depthwise")
+def test_removed_plans_cannot_be_fused():
+    for removed in ("depthwise", "split", "grouped"):
+        with pytest.raises(ValueError, match="cannot fuse"):
+            fuse_for_inference(small_net(), removed)
 
 
 @needs_runtime
