@@ -79,16 +79,18 @@ OPSET = 18
 DEFAULT_FUSE_MODE = "reference"
 
 
+def _importable(module: str) -> bool:
+    """Whether ``module`` imports here (it is imported: call only for a runtime about to be used)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 def available_runtimes() -> list[str]:
-    """The runtimes that can be imported here, ``"torch"`` first."""
-    found = ["torch"]
-    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        found.append(name)
-    return found
+    """The runtimes that can be imported here, ``"torch"`` first (imports each of them)."""
+    return ["torch"] + [name for name in ("onnxruntime", "openvino") if _importable(name)]
 
 
 def weights_sha256(network: nn.Module) -> str:
@@ -460,13 +462,12 @@ def select_runtime(
         if runtime != "auto":
             logger.info(f"runtime {runtime} runs on the CPU only; using torch on {device}")
         return network
-    found = available_runtimes()
-    if runtime == "auto":
-        runtime = "openvino" if "openvino" in found else "onnxruntime" if "onnxruntime" in found else "torch"
+    if runtime == "auto":  # only the runtime that runs is imported (OpenVINO's start-up does not pay for ONNX Runtime)
+        runtime = next((r for r in ("openvino", "onnxruntime") if _importable(r)), "torch")
         if runtime == "torch":
             logger.info("neither OpenVINO nor ONNX Runtime is installed: running the network with torch")
             return network
-    elif runtime not in found:
+    elif not _importable(runtime):
         logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
         return network
     try:
