@@ -470,11 +470,6 @@ def select_runtime(
     elif not _importable(runtime):
         logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
         return network
-    try:
-        import onnx  # noqa: F401  (the exporter writes through it)
-    except ImportError:
-        logger.warning("the onnx package is not installed (pip install onnx): running the network with torch")
-        return network
     size = tuple(int(s) for s in size)
     folder = resolve_cache_dir(None if cache_dir is None else os.fspath(cache_dir))
     try:

@@ -281,7 +281,7 @@ def test_missing_runtime_falls_back_to_torch_with_one_log_line(monkeypatch, capl
     for runtime in asked + (["auto"] if set(missing) >= {"openvino", "onnxruntime"} or "onnx" in missing else []):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
-            runner = select_runtime(net, runtime, "cpu", size=(64, 64))
+            runner = select_runtime(net, runtime, "cpu", size=(64, 64), cache_dir="off")
         assert runner is net, f"{runtime} with {missing} missing must give the torch network"
         records = [r for r in caplog.records if r.name == "pyconv_monai.runtime.backends"]
         assert len(records) == 1 and "torch" in records[0].getMessage()
