@@ -77,6 +77,10 @@ DEFAULT_PRECISION = "auto"
 DIGEST_KEY = "pyconv_monai.digest"
 OPSET = 18
 DEFAULT_FUSE_MODE = "reference"
+# select_runtime's mode="auto": the fusion measured fastest for each runtime and precision (docs/performance.md,
+# benchmarks/runtime_profile.py): with bf16 on AMX, OpenVINO runs the one dense 9x9 convolution per PyConv faster
+# than the grouped levels; in fp32 the grouped levels (the reference plan) are faster
+AUTO_FUSE_MODES: dict[tuple[str, str], str] = {("openvino", "bf16"): "dense"}
 
 
 def _importable(module: str) -> bool:
@@ -421,7 +425,7 @@ def select_runtime(
     model_file: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     precision: str = DEFAULT_PRECISION,
-    mode: str = DEFAULT_FUSE_MODE,
+    mode: str = "auto",
     size: tuple[int, ...] = (512, 512),
     threads: int | None = None,
 ) -> nn.Module:
@@ -436,7 +440,8 @@ def select_runtime(
             :func:`~pyconv_monai.runtime.cache.default_cache_dir`; ``"off"``: export in memory, compile every run).
         precision: ``"auto"`` (default: bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"`` or
             ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
-        mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`).
+        mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`), or ``"auto"`` (default): the
+            fusion measured fastest for the runtime and precision (:data:`AUTO_FUSE_MODES`, else ``"reference"``).
         size: the slice size to export for at once (other sizes are exported when they first come).
         threads: CPU threads of the runtime (default ``torch.get_num_threads()``).
 
@@ -451,7 +456,7 @@ def select_runtime(
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-    if mode not in FUSE_MODES:
+    if mode not in FUSE_MODES + ("auto",):
         raise ValueError(f"unknown fusion mode {mode!r}; choose one of {', '.join(FUSE_MODES)}.")
     check_finite_weights(network)
     network.eval()
@@ -471,6 +476,10 @@ def select_runtime(
         logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
         return network
     size = tuple(int(s) for s in size)
+    if runtime == "openvino" and precision == "auto":
+        precision = "bf16" if openvino_has_bf16() else "fp32"
+    if mode == "auto":
+        mode = AUTO_FUSE_MODES.get((runtime, precision if runtime == "openvino" else "fp32"), DEFAULT_FUSE_MODE)
     folder = resolve_cache_dir(None if cache_dir is None else os.fspath(cache_dir))
     try:
         model, source = _model_source(
@@ -488,7 +497,8 @@ def select_runtime(
     except Exception as e:  # an unexportable network or a runtime that refuses the model: the reference still runs
         logger.warning(f"{runtime} cannot run this network ({type(e).__name__}: {e}); running it with torch")
         return network
-    detail = f", {precision}" if runtime == "openvino" else ""
+    detail = f", {precision}" if runtime == "openvino" else ", fp32"
+    detail += f", PyConv fusion {mode}"
     logger.info(f"running the network with {runtime}{detail} ({source})")
     return wrapped
 

@@ -255,10 +255,13 @@ def test_logits_with_nan_or_inf_fail_the_case():
 
 
 @pytest.mark.skipif("openvino" not in FAST_RUNTIMES, reason="openvino is not installed")
-def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path):
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path, caplog):
     net = small_net()
-    runner = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off")
-    assert runner.precision == ("bf16" if openvino_has_bf16() else "fp32")
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
+        runner = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off")
+    bf16 = openvino_has_bf16()
+    assert runner.precision == ("bf16" if bf16 else "fp32")
+    assert f"PyConv fusion {'dense' if bf16 else 'reference'}" in caplog.text, "auto fusion: dense for bf16"
     exact = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off", precision="fp32")
     assert exact.precision == "fp32" and exact.config["INFERENCE_PRECISION_HINT"] == "f32"
     x = torch.rand(1, 1, 64, 64)
