@@ -103,7 +103,7 @@ def profile_onnxruntime(model: bytes, x: np.ndarray, threads: int, repeats: int)
 
 def _base(node: str) -> str:
     """The ONNX node a runtime node came from (OpenVINO and ONNX Runtime append suffixes to fused nodes)."""
-    for sep in ("_fused", "/fq_weights", "_output"):
+    for sep in ("/WithoutBiases", "_fused", "/fq_weights", "_output"):
         node = node.split(sep)[0]
     return node
 
