@@ -114,7 +114,7 @@ def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
                     label = f"{runtime} {precision}" + (f", fused {mode}" if len(modes) > 1 else "")
                     paths.append(
                         (label, lambda r=runtime, p=precision, m=mode: select_runtime(
-                            net, r, "cpu", precision=p, mode=m, threads=args.threads))
+                            net, r, "cpu", precision=p, mode=m, threads=args.threads, cache_dir="off"))
                     )  # fmt: skip
         reference = None
         for label, build in paths:
@@ -214,7 +214,7 @@ def dice_rows(args: argparse.Namespace) -> list[dict]:
         runs = (("fp32", "openvino", "fp32"), ("ort", "onnxruntime", "fp32"), ("bf16", "openvino", "bf16"))
         for label, runtime, precision in runs:
             runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
-                                    size=tuple(x.shape[2:]))  # fmt: skip
+                                    size=tuple(x.shape[2:]), cache_dir="off")  # fmt: skip
             masks[label] = _run_batches(runner, x, args.batch_size) > 0
         score = {k: _mean_dice(m, y) for k, m in masks.items()}
         differ = (masks["fp32"] != masks["bf16"]).float().mean().item()
@@ -273,7 +273,8 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
         lines += [
             "",
             "Validation Dice (each bundle's whole validation set: its train.json 80/20 split of `../shared/data`; fp32 = "
-            "OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16); bf16 is allowed only where its Dice "
+            "OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16, each with select_runtime's default PyConv "
+            "fusion, i.e. what a bundle runs); bf16 is allowed only where its Dice "
             "changes by <= 0.002 against fp32 (either way):",
             "",
         ]
@@ -298,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
     parser.add_argument("--threads", type=int, default=2, help="threads of torch and the runtimes")
     parser.add_argument("--torch-mode", default="dense", help="PyConv plan of the fused torch row")
-    parser.add_argument("--modes", default="reference", type=lambda s: s.split(","),
-                        help="PyConv fusions of the exported PyConvU-Net to time, e.g. reference,dense,split")
+    parser.add_argument("--modes", default="auto", type=lambda s: s.split(","),
+                        help="PyConv fusions of the exported PyConvU-Net to time, e.g. reference,ungrouped,dense "
+                        "(auto: select_runtime's choice per runtime and precision)")
     parser.add_argument("--study-slices", type=int, default=300, help="slices of the end-to-end study (0: skip)")
     parser.add_argument("--study-runtimes", default="auto,onnxruntime", type=lambda s: [r for r in s.split(",") if r])
     parser.add_argument("--dice", action="store_true", help="also measure validation Dice, fp32 against bf16")
