@@ -272,7 +272,8 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
     if scores:
         lines += [
             "",
-            "Validation Dice (each bundle's whole validation set: its train.json 80/20 split of `../shared/data`; fp32 = "
+            "Validation Dice (each bundle's whole validation set: its train.json 80/20 split of `../shared/data`; "
+            "fp32 = "
             "OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16, each with select_runtime's default PyConv "
             "fusion, i.e. what a bundle runs); bf16 is allowed only where its Dice "
             "changes by <= 0.002 against fp32 (either way):",

@@ -22,7 +22,15 @@ import logging
 import os
 import tempfile
 
-__all__ = ["ONNX_CACHE_ENV", "default_cache_dir", "resolve_cache_dir", "sha256_bytes", "sidecar_path", "read_verified", "write_verified"]
+__all__ = [
+    "ONNX_CACHE_ENV",
+    "default_cache_dir",
+    "resolve_cache_dir",
+    "sha256_bytes",
+    "sidecar_path",
+    "read_verified",
+    "write_verified",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +125,8 @@ def read_verified(path: str | os.PathLike, key: str) -> bytes | None:
         data = f.read()
     actual = sha256_bytes(data)
     if actual != record.get("sha256"):
-        logger.warning(f"{path}: SHA-256 {actual[:16]}... differs from the recorded {str(record.get('sha256'))[:16]}... "
-                       "(the file was changed after it was written): not used")  # fmt: skip
+        recorded = str(record.get("sha256"))[:16]
+        logger.warning(f"{path}: SHA-256 {actual[:16]}... differs from the recorded {recorded}... (the file was "
+                       "changed after it was written): not used")  # fmt: skip
         return None
     return data
