@@ -6,12 +6,12 @@
 epoch, checkpoints), for several networks in turn on the same device: a few measured epochs, not the 50.
 
     python benchmarks/bundle_epochs.py --bundle liver_ct_segmentation --dataset_dir ../shared/data/liver_ct_2d \
-        --models unet,pyconvunet:triton --epochs 3 --out epochs.md --json epochs.json
+        --models unet,pyconvunet:ungrouped --epochs 3 --out epochs.md --json epochs.json
 
 Each model is ``name`` or ``name:pyconv_mode``; the mode goes to the bundle's ``pyconv_mode`` key where the config
 has one, else the ``network`` entry is overridden with ``optimize_pyconv``. Every epoch is timed from its start to
 the end of its validation and checkpointing (an ignite handler attached after the bundle's own); the first epoch
-(CacheDataset already filled, but cuDNN's search and Triton's compilation happen there) is reported apart, and the
+(CacheDataset already filled, but cuDNN's search happens there) is reported apart, and the
 50-epoch figure is an extrapolation: first epoch + 49 x median of the others. ``--subset N`` keeps N training and
 N validation slices and ``--patch`` crops them (CPU dry runs).
 """

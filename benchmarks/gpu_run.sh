@@ -12,21 +12,17 @@
 # $TOTAL_SECONDS (default 545) from the start:
 #   setup      copies the code to /tmp/pyconv-src (long runs import from there, not from the carried tree); installs
 #              .whl/*.whl offline into /tmp/site when MONAI is missing; env.log (GPU, driver, torch, CUDA, cuDNN,
-#              Triton, MONAI, ONNX Runtime providers, TensorRT)
-#   tests      CUDA tests of the Triton PyConv (tests/networks/test_pyconv_triton.py -k cuda)        $T_TESTS (80)
-#   tune       benchmarks/triton_tune.py: block sizes of the Triton kernels, fastest training step    $T_TUNE (50)
-#              (exported as PYCONV_TRITON_BLOCKS for every later part)
-#   profile    torch.profiler top kernels of one training step: pyconvunet:triton, pyconvunet, unet  $T_PROFILE (40)
+#              MONAI, ONNX Runtime providers, TensorRT)
+#   profile    torch.profiler top kernels of one training step: pyconvunet:ungrouped, pyconvunet, unet $T_PROFILE (40)
 #   eager      benchmarks/throughput.py, every model eager: train (batch 16) + infer (batch 16)     $T_EAGER (90)
-#   compiled   the same, torch.compile'd: unet, pyconvunet:triton, pyconvunet:ungrouped              $T_COMPILED (120)
-#   infer1     inference at batch 1, eager and compiled: unet, pyconvunet:triton, best cuDNN mode    $T_INFER1 (50)
+#   compiled   the same, torch.compile'd: unet, pyconvunet:ungrouped, pyconvunet:dense              $T_COMPILED (120)
+#   infer1     inference at batch 1, eager and compiled: unet, the best eager PyConv mode            $T_INFER1 (50)
 #   epochs     benchmarks/bundle_epochs.py: liver bundle's own training (batch 5, 512x512, AMP), 3 epochs
 #              each of unet, pyconvunet in its fastest eager mode (from the eager table) and the
 #              reference                                                                               $T_EPOCHS (100)
 #   fasttests  CUDA tests of the cuDNN fast modes (tests/networks/test_fast_pyconv.py -k cuda), if time is left
 # Model lists: MODELS_EAGER, MODELS_COMPILED, PROFILE_MODELS (comma-separated name[:mode]); limits: T_<PART>.
-# Files in $OUT (the device returns at most 8): summary.log (env + each part's status and time), tests.log,
-# profile.md, throughput.md (eager and compiled tables), infer1.md, epochs.md, raw.tar.gz (every log and JSON).
+# Files in $OUT (the device returns at most 8): summary.log (env + each part's status and time), profile.md, throughput.md (eager and compiled tables), infer1.md, epochs.md, raw.tar.gz (every log and JSON).
 set -uo pipefail
 start=$SECONDS
 DRY=${DRY_RUN:-0}
@@ -75,7 +71,7 @@ import importlib, torch, monai
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version(), "MONAI",
       monai.__version__, "GPU", gpu)
-for name in ("triton", "onnxruntime", "tensorrt", "torch_tensorrt"):
+for name in ("onnxruntime", "tensorrt", "torch_tensorrt"):
     try:
         m = importlib.import_module(name)
         extra = f" providers {m.get_available_providers()}" if name == "onnxruntime" else ""
@@ -119,38 +115,17 @@ if [ "$DRY" = 1 ]; then
   MODELS_EAGER=unet,pyconvunet,pyconvunet:dense
   MODELS_COMPILED=unet
   PROFILE_MODELS=unet,pyconvunet:dense
-  TEST_K=tile_tables
-  # on the CPU without the interpreter the triton mode refuses to run: this checks the failure path and plumbing
-  TUNE_ARGS=(--size 16 --batch-size 2 --warmup 0 --repeats 1 --candidates "M=16,N=16,K=16,DW_M=16")
-  unset TRITON_INTERPRET
-  T_TESTS=${T_TESTS:-60}
 else
   DEV=cuda
   SIZES=(--size 512 --batch-size 16 --infer-batch-size 16 --steps 5 --warmup 2 --repeats 3)
   PROFILE_ARGS=(--size 512 --batch-size 16 --warmup 3 --steps 3)
   EPOCH_ARGS=(--epochs 3)
-  DEFAULT_EAGER=unet,pyconvunet:ungrouped,pyconvunet:triton,pyconvunet,pyconvunet:dense,pyconvunet:grouped
-  MODELS_EAGER=${MODELS_EAGER:-$DEFAULT_EAGER,pyconvunet:depthwise}
-  MODELS_COMPILED=${MODELS_COMPILED:-unet,pyconvunet:triton,pyconvunet:ungrouped}
-  PROFILE_MODELS=${PROFILE_MODELS:-pyconvunet:triton,pyconvunet,unet}
-  TEST_K=cuda
-  TUNE_ARGS=()
+  MODELS_EAGER=${MODELS_EAGER:-unet,pyconvunet:ungrouped,pyconvunet,pyconvunet:dense}
+  MODELS_COMPILED=${MODELS_COMPILED:-unet,pyconvunet:ungrouped,pyconvunet:dense}
+  PROFILE_MODELS=${PROFILE_MODELS:-pyconvunet:ungrouped,pyconvunet,unet}
 fi
 
 # ---------------------------------------------------------------------------------------------------- parts
-part tests "${T_TESTS:-80}" "$PY" -m pytest tests/networks/test_pyconv_triton.py -k "$TEST_K" -q -rs --tb=short \
-  -p no:cacheprovider
-cp "$RAW/tests.log" "$OUT/tests.log" 2>/dev/null
-
-# block sizes of the Triton kernels: the fastest candidate for a whole training step, for every later part
-part tune "${T_TUNE:-50}" "$PY" benchmarks/triton_tune.py --device "$DEV" "${TUNE_ARGS[@]}" --out "$RAW/tune.md" \
-  --env "$RAW/tune.env"
-cat "$RAW/tune.md" >>"$summary" 2>/dev/null
-if [ -s "$RAW/tune.env" ]; then
-  export "$(cat "$RAW/tune.env")"
-  log "using $(cat "$RAW/tune.env")"
-fi
-
 part profile "${T_PROFILE:-40}" "$PY" benchmarks/profile_step.py --device "$DEV" --models "$PROFILE_MODELS" \
   "${PROFILE_ARGS[@]}" --out "$OUT/profile.md"
 
@@ -158,16 +133,16 @@ part eager "${T_EAGER:-90}" "$PY" benchmarks/throughput.py --device "$DEV" --mod
   --phases train,infer "${SIZES[@]}" --budget $(($(left) < ${T_EAGER:-90} ? $(left) - 20 : ${T_EAGER:-90} - 15)) \
   --json "$RAW/eager.json" --out "$RAW/eager.md"
 
-# the fastest eager PyConv mode for training (ties and failures: triton first, then the reference)
+# the fastest eager PyConv mode for training (failures: ungrouped, the fastest of the H200 run of 2026-11-28)
 BEST=$("$PY" - "$RAW/eager.json" <<'PY'
 import json, sys
 try:
     rows = json.load(open(sys.argv[1]))["results"]
 except Exception:  # noqa: BLE001
-    print("triton"); sys.exit()
+    print("ungrouped"); sys.exit()
 rates = {r["model"].partition(":")[2] or "reference": r.get("train", {}).get("images_per_s", 0)
          for r in rows if r["model"].startswith("pyconvunet")}
-print(max(rates, key=rates.get) if rates and max(rates.values()) > 0 else "triton")
+print(max(rates, key=rates.get) if rates and max(rates.values()) > 0 else "ungrouped")
 PY
 )
 CUDNN_BEST=$("$PY" - "$RAW/eager.json" <<'PY'
@@ -177,7 +152,7 @@ try:
 except Exception:  # noqa: BLE001
     print("ungrouped"); sys.exit()
 rates = {r["model"].partition(":")[2] or "reference": r.get("infer", {}).get("images_per_s", 0)
-         for r in rows if r["model"].startswith("pyconvunet") and not r["model"].endswith(":triton")}
+         for r in rows if r["model"].startswith("pyconvunet")}
 print(max(rates, key=rates.get) if rates and max(rates.values()) > 0 else "ungrouped")
 PY
 )
@@ -197,8 +172,7 @@ part compiled "${T_COMPILED:-120}" "$PY" benchmarks/throughput.py --device "$DEV
   cat "$RAW/compiled.md" 2>/dev/null || echo "(no compiled table: see compiled.log)"
 } >"$OUT/throughput.md"
 
-INFER1_MODELS=unet,pyconvunet:triton,pyconvunet:$CUDNN_BEST
-[ "$DRY" = 1 ] && INFER1_MODELS=unet,pyconvunet:$CUDNN_BEST
+INFER1_MODELS=unet,pyconvunet:$CUDNN_BEST
 part infer1 "${T_INFER1:-50}" "$PY" benchmarks/throughput.py --device "$DEV" --models "$INFER1_MODELS" \
   --exec eager,compiled --phases infer "${SIZES[@]}" --infer-batch-size 1 --timeout 40 \
   --budget $(($(left) < ${T_INFER1:-50} ? $(left) - 20 : ${T_INFER1:-50} - 10)) \

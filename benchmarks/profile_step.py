@@ -4,9 +4,9 @@
 
 """Where the time of one training step goes: torch.profiler's top kernels by device time, per network and mode.
 
-    python benchmarks/profile_step.py --models unet,pyconvunet,pyconvunet:triton --out profile.md
+    python benchmarks/profile_step.py --models unet,pyconvunet,pyconvunet:ungrouped --out profile.md
 
-Each model trains ``--warmup`` untimed steps (cuDNN's search, Triton's compilation), then ``--steps`` profiled steps
+Each model trains ``--warmup`` untimed steps (cuDNN's search), then ``--steps`` profiled steps
 (Adam, BCE-with-logits, autocast, channels_last as ``benchmarks/throughput.py``); the table lists the ``--top``
 operators/kernels by self device time with their share of the step, and the step's total. On a CPU it profiles CPU
 time (dry runs).
@@ -104,7 +104,7 @@ def profile_model(spec: str, args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--models", default="unet,pyconvunet,pyconvunet:triton")
+    p.add_argument("--models", default="unet,pyconvunet,pyconvunet:ungrouped")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--warmup", type=int, default=3)

@@ -166,6 +166,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 # PyConv implementations of ``optimize_pyconv`` / the bundles' ``pyconv_mode``: each computes the same function of the
 # same parameters (tests/networks/test_fast_pyconv.py), so choosing one changes how a run computes, not what it trains
+# (grouped, split, depthwise and triton were removed from optimize_pyconv by issue 19; runs recorded with them stay
+# computation-only overrides)
 PYCONV_COMPUTE_MODES: tuple[str, ...] = (
     "reference", "ungrouped", "dense", "grouped", "split", "depthwise", "triton", "auto"
 )  # fmt: skip

@@ -58,9 +58,6 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "pyconvunet",
     "pyconvunet:ungrouped",
     "pyconvunet:dense",
-    "pyconvunet:grouped",
-    "pyconvunet:split",
-    "pyconvunet:depthwise",
     "pyconvunet:auto",
 )
 QUICK_MODELS = "unet,pyconvunet,pyconvunet:ungrouped,pyconvunet:dense,pyconvunet:auto"
@@ -571,8 +568,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny CPU-friendly run (64x64, few steps, fewer models)")
     p.add_argument(
         "--models",
-        help="comma-separated registry names, each with an optional PyConv mode name[:ungrouped|dense|grouped|split|"
-        "depthwise|triton|auto]; the first is the baseline of the ratios (default: unet, pyconvunet and every mode)",
+        help="comma-separated registry names, each with an optional PyConv mode name[:ungrouped|dense|"
+        "auto]; the first is the baseline of the ratios (default: unet, pyconvunet and every mode)",
     )
     p.add_argument("--exec", help="comma-separated: eager, compiled (default: both on CUDA, eager on CPU)")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated: train, infer, epoch (default: all)")

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser, ConfigWorkflow, ReferenceResolver
+from pyconv_monai.utils import bundle_dir, lazy_module, list_bundles
 
-from pyconv_monai.utils import bundle_dir, list_bundles
-from pyconv_monai.workflows import InferenceError
-from pyconv_monai.workflows.export import ExportError, export_bundle
+# imported on first use: ``--help`` and argument errors import no MONAI or torch (docs/performance.md, start-up)
+monai_bundle = lazy_module("monai.bundle")
+workflows = lazy_module("pyconv_monai.workflows")
+workflows_export = lazy_module("pyconv_monai.workflows.export")
 
 __all__ = ["main", "segment"]
 
@@ -58,7 +59,7 @@ def segment(
     root = bundle_dir(bundle)
     configs = root / "configs"
     logging_file = configs / "logging.conf"
-    workflow = ConfigWorkflow(
+    workflow = monai_bundle.ConfigWorkflow(
         config_file=str(configs / "inference.json"),
         meta_file=str(configs / "metadata.json"),
         logging_file=str(logging_file) if configure_logging and logging_file.is_file() else False,
@@ -132,15 +133,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _passes_runtime(config_file: Path) -> bool:
-    """Whether a component of ``config_file`` (the predictor) takes the config's ``runtime`` as its ``runtime``."""
-    parser = ConfigParser()
+    """Whether a component of ``config_file`` (its ``RuntimeHandler``) takes the config's ``runtime`` as its own."""
+    parser = monai_bundle.ConfigParser()
     parser.read_config(str(config_file))
     todo: list[Any] = [parser.get()]
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
             runtime = item.get("runtime")
-            refs = ReferenceResolver.match_refs_pattern(runtime) if isinstance(runtime, str) else {}
+            refs = monai_bundle.ReferenceResolver.match_refs_pattern(runtime) if isinstance(runtime, str) else {}
             if "_target_" in item and "runtime" in refs:
                 return True
             todo.extend(item.values())
@@ -162,8 +163,10 @@ def _export(args: argparse.Namespace) -> int:
     """``pyconv-monai export``: 0 the zip was written, 1 a check failed, 2 the export could not start."""
     try:
         root = bundle_dir(args.bundle)
-        export_bundle(root, args.output, dataset_dir=args.dataset_dir, progress=print, weights_url=args.weights_url)
-    except ExportError as e:
+        workflows_export.export_bundle(
+            root, args.output, dataset_dir=args.dataset_dir, progress=print, weights_url=args.weights_url
+        )
+    except workflows_export.ExportError as e:
         print(f"pyconv-monai: export failed: {e}", file=sys.stderr)
         return 1
     except (FileNotFoundError, FileExistsError) as e:
@@ -203,15 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError:
             config = None  # segment() reports the unknown bundle
         if config is not None and not _passes_runtime(config):
-            print(f"pyconv-monai: error: {config} does not pass the runtime to its predictor (needs "
-                  '"runtime": "auto" and "runtime": "@runtime" among the predictor\'s arguments)', file=sys.stderr)
+            print(f"pyconv-monai: error: {config} does not pass the runtime to its RuntimeHandler (needs "
+                  '"runtime": "auto" and "runtime": "@runtime" among the RuntimeHandler\'s arguments)', file=sys.stderr)
             return 2
         overrides["runtime"] = args.runtime
     try:
         segment(args.input, args.output, args.bundle, overrides)
     except Exception as e:  # MONAI wraps a failing config expression in RuntimeError: report the cause
         cause = _cause(e)
-        if isinstance(cause, InferenceError):
+        if isinstance(cause, workflows.InferenceError):
             print(f"pyconv-monai: {cause}", file=sys.stderr)
             return 1
         if isinstance(cause, (FileNotFoundError, FileExistsError, ValueError)):

@@ -38,6 +38,18 @@ def em_stack() -> tuple[np.ndarray, np.ndarray]:
     return tifffile.imread(folder / "train-volume.tif"), tifffile.imread(folder / "train-labels.tif")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The runtimes' model cache (default ~/.cache/pyconv-monai) in a temporary folder: tests never write home."""
+    saved = os.environ.get("PYCONV_MONAI_ONNX_CACHE")
+    os.environ["PYCONV_MONAI_ONNX_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("PYCONV_MONAI_ONNX_CACHE", None)
+    else:
+        os.environ["PYCONV_MONAI_ONNX_CACHE"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -1,5 +1,9 @@
 """The package's rooms import only downwards, and never from inside a function (a hidden import dodges a cycle).
 
+``lazy_module("pyconv_monai.x")`` (:mod:`pyconv_monai.utils.lazy`, an import deferred to first use so that start-up
+pays only for what a command uses) counts as an import of ``pyconv_monai.x``: the same ranks, and only at module
+level, where the dependency stays visible.
+
 Ranks (README, Development): utils < networks, data < transforms, losses, inferers, writers, handlers, runtime <
 visualize, workflows < cli. A room may import its own modules and any room of a lower rank, nothing else.
 """
@@ -43,6 +47,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _is_lazy_module(call: ast.Call) -> bool:
+    """``lazy_module("name")`` or ``<anything>.lazy_module("name")`` with a literal name."""
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    arg = call.args[0] if call.args else None
+    return name == "lazy_module" and isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+
+
 def _imports(path: Path) -> list[tuple[str, int, bool]]:
     """``(imported module, line, inside a function)`` for every import of the package in ``path``."""
     name = _module_name(path)
@@ -62,10 +74,18 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
                 else:
                     target = child.module or ""
                 found.append((target, child.lineno, in_function))
+            elif isinstance(child, ast.Call) and _is_lazy_module(child):
+                found.append((child.args[0].value, child.lineno, in_function))
             visit(child, nested)
 
     visit(tree, False)
     return [(m, line, f) for m, line, f in found if m == "pyconv_monai" or m.startswith("pyconv_monai.")]
+
+
+def test_lazy_module_calls_count_as_imports(tmp_path):
+    src = PACKAGE / "cli.py"
+    found = {m for m, _, inside in _imports(src) if not inside}
+    assert {"pyconv_monai.workflows", "pyconv_monai.workflows.export"} <= found
 
 
 def test_every_room_has_a_rank():

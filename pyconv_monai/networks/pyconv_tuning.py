@@ -3,8 +3,7 @@
 
 """Choose the implementation of every pyramidal convolution of a network: by name, or by timing each candidate.
 
-:func:`optimize_pyconv` swaps each :class:`PyConv` for a :class:`FastPyConv` plan or a
-:class:`~pyconv_monai.networks.blocks.pyconv_triton.TritonPyConv` (same parameters, same function);
+:func:`optimize_pyconv` swaps each :class:`PyConv` for a :class:`FastPyConv` plan (same parameters, same function);
 :func:`autotune_pyconv` times the candidates on each PyConv's real input; :func:`pyconv_modes` reports the choice.
 """
 
@@ -21,13 +20,11 @@ from monai.networks.utils import replace_modules
 
 from pyconv_monai.networks.blocks.pyconv import PyConv
 from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
-from pyconv_monai.networks.blocks.pyconv_triton import TritonPyConv, triton_supported
 
 __all__ = ["OPTIMIZE_MODES", "PyConvTiming", "optimize_pyconv", "autotune_pyconv", "pyconv_modes"]
 
-# what optimize_pyconv accepts: the named plans, "triton" (all levels in one Triton kernel, 2D stride-1 PyConvs;
-# others keep the reference) and "auto" (the fastest plan of each PyConv, timed)
-OPTIMIZE_MODES: tuple[str, ...] = PYCONV_MODES + ("triton", "auto")
+# what optimize_pyconv accepts: the named plans and "auto" (the fastest plan of each PyConv, timed on the device)
+OPTIMIZE_MODES: tuple[str, ...] = PYCONV_MODES + ("auto",)
 
 
 @dataclass
@@ -54,8 +51,8 @@ def _reference(m: nn.Module) -> PyConv:
 def _replace(net: nn.Module, choose: Callable[[str, PyConv], nn.Module]) -> nn.Module:
     """Replace every PyConv / FastPyConv ``m`` of ``net`` by ``choose(name, reference of m)``, in ``m``'s mode.
 
-    MONAI's ``replace_modules`` swaps each one by name; ``replace_modules_by_type`` is not used: it matches exact
-    class names (not :class:`TritonPyConv`, a FastPyConv), passes no name (which ``"auto"`` needs) and prints.
+    MONAI's ``replace_modules`` swaps each one by name; ``replace_modules_by_type`` is not used: it passes no name
+    (which ``"auto"`` needs) and prints.
     """
     if isinstance(net, (PyConv, FastPyConv)):
         return choose("", _reference(net)).train(net.training)
@@ -66,8 +63,6 @@ def _replace(net: nn.Module, choose: Callable[[str, PyConv], nn.Module]) -> nn.M
 
 
 def _build(ref: PyConv, mode: str) -> nn.Module:
-    if mode == "triton":
-        return TritonPyConv(ref) if triton_supported(ref) else ref
     return ref if mode == "reference" else FastPyConv(ref, mode)
 
 
@@ -100,9 +95,7 @@ def optimize_pyconv(
 
     Args:
         net: a network containing PyConv modules (e.g. ``PyConvUNet``), or a PyConv.
-        mode: ``"ungrouped"``, ``"dense"``, ``"grouped"``, ``"split"``, ``"depthwise"`` (see :func:`pyconv_plan`),
-            ``"reference"``, ``"triton"`` (:class:`~pyconv_monai.networks.blocks.pyconv_triton.TritonPyConv` for
-            every 2D stride-1 PyConv, the reference elsewhere; needs Triton and CUDA), or ``"auto"``: time each
+        mode: ``"ungrouped"``, ``"dense"`` (see :func:`pyconv_plan`), ``"reference"``, or ``"auto"``: time each
             candidate on each PyConv's input (see :func:`autotune_pyconv`) and keep the fastest.
         example_input: a batch as the network will see it (device, dtype, memory format, batch size); needed for
             ``"auto"``. Call under the ``torch.autocast`` context that training or inference will use.
@@ -228,9 +221,9 @@ def autotune_pyconv(
     Returns:
         one :class:`PyConvTiming` per signature, in the order the forward pass visits them.
     """
-    unknown = [c for c in candidates if c not in PYCONV_MODES + ("triton",)]
+    unknown = [c for c in candidates if c not in PYCONV_MODES]
     if unknown or not candidates:
-        raise ValueError(f"autotune candidates must be among {PYCONV_MODES + ('triton',)}, got {tuple(candidates)}.")
+        raise ValueError(f"autotune candidates must be among {PYCONV_MODES}, got {tuple(candidates)}.")
     refs = {name: _reference(m) for name, m in net.named_modules() if isinstance(m, (PyConv, FastPyConv))}
     seen = _capture_inputs(net, example_input)
     groups: dict[tuple, PyConvTiming] = {}
@@ -262,7 +255,7 @@ def autotune_pyconv(
         x.requires_grad_(training and needs_grad)
         plans = {}  # a mode whose plan is another's for this PyConv (e.g. every mode when all groups are 1) is skipped
         for mode in candidates:
-            plans.setdefault(mode if mode == "triton" else pyconv_plan(ref.kernel_sizes, ref.groups, mode), mode)
+            plans.setdefault(pyconv_plan(ref.kernel_sizes, ref.groups, mode), mode)
         for mode in plans.values():
             timing.seconds[mode] = _time_call(_build(ref, mode), x, training, warmup, repeats)
         timing.choice = min(timing.seconds, key=timing.seconds.get)

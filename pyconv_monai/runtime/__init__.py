@@ -1,10 +1,11 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""CPU inference runtimes: fused inference form of PyConvU-Net, ONNX export, ONNX Runtime and OpenVINO wrappers."""
+"""CPU inference runtimes: fused inference form of PyConvU-Net, ONNX export, ONNX Runtime and OpenVINO wrappers, the
+SHA-256-verified model cache and the NaN/Inf checks."""
 
 from pyconv_monai.runtime.backends import (
-    ONNX_CACHE_ENV,
+    DEFAULT_PRECISION,
     PRECISIONS,
     RUNTIMES,
     OnnxRuntimeNetwork,
@@ -13,24 +14,37 @@ from pyconv_monai.runtime.backends import (
     export_onnx,
     network_digest,
     onnx_digest,
+    openvino_has_bf16,
     runtime_options,
     select_runtime,
+    weights_sha256,
 )
+from pyconv_monai.runtime.cache import ONNX_CACHE_ENV, default_cache_dir, read_verified, write_verified
+from pyconv_monai.runtime.checks import NonFiniteError, check_finite_logits, check_finite_weights
 from pyconv_monai.runtime.fuse import FUSE_MODES, FusedPyConvNormAct, fuse_for_inference
 
 __all__ = [
+    "DEFAULT_PRECISION",
     "FUSE_MODES",
     "FusedPyConvNormAct",
     "fuse_for_inference",
+    "NonFiniteError",
     "ONNX_CACHE_ENV",
     "PRECISIONS",
     "RUNTIMES",
     "OnnxRuntimeNetwork",
     "OpenVINONetwork",
     "available_runtimes",
+    "check_finite_logits",
+    "check_finite_weights",
+    "default_cache_dir",
     "export_onnx",
     "network_digest",
     "onnx_digest",
+    "openvino_has_bf16",
+    "read_verified",
     "runtime_options",
     "select_runtime",
+    "weights_sha256",
+    "write_verified",
 ]

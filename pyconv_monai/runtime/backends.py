@@ -12,10 +12,18 @@ MONAI's ``SliceInferer`` calls like the network itself:
   folded, opset 18);
 * ``"auto"`` (default): on a CPU, OpenVINO if it is installed, else ONNX Runtime, else torch; on a GPU, torch.
 
-The ONNX model comes from, in this order: ``model_file`` (default ``models/model.onnx`` beside the weights) when
-its recorded digest equals the network's (same architecture, same weights, same fusion); a file in ``cache_dir``
-(or ``$PYCONV_MONAI_ONNX_CACHE``) named by that digest, written there on first use; otherwise an export in memory
-(a few seconds). Nothing is written unless a cache folder is given: a bundle folder is never changed at inference.
+The ONNX model comes from, in this order: ``model_file`` (e.g. ``models/model.onnx`` beside the weights) when its
+sidecar ``model.onnx.sha256`` names the network's digest (the SHA-256 of its weights and export settings,
+:func:`network_digest`) and records the SHA-256 the file's bytes really have; ``<cache>/onnx/<digest>.onnx`` under
+the same check, written there on first use; otherwise an export in memory (seconds). The cache folder is
+``cache_dir``, else the per-user :func:`pyconv_monai.runtime.cache.default_cache_dir` (``~/.cache/pyconv-monai``;
+``$PYCONV_MONAI_ONNX_CACHE`` moves it, ``"off"`` switches it off). OpenVINO also keeps its compiled model there
+(``<cache>/openvino/<sha256>.blob``, keyed by the SHA-256 of the ONNX bytes, the settings and OpenVINO's version,
+checked the same way), so a second run neither exports nor compiles. A file that fails its check is never used: a
+cached one is rebuilt, a ``model_file`` is left as it is (exported anew into the cache). A bundle folder is never
+written at inference.
+
+Weights with NaN or Inf are refused (:func:`pyconv_monai.runtime.checks.check_finite_weights`), whatever the runtime.
 
 A runtime that is not installed, or a network that cannot be exported, falls back to torch with one log line.
 Slices of another size than the first get their own export on first use (in memory or in the cache folder, up to 8
@@ -27,9 +35,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pyconv_monai.runtime.cache import ONNX_CACHE_ENV, read_verified, resolve_cache_dir, write_verified
+from pyconv_monai.runtime.checks import check_finite_weights
 from pyconv_monai.runtime.fuse import FUSE_MODES, fuse_for_inference
 
 __all__ = [
@@ -52,34 +62,54 @@ __all__ = [
     "onnx_digest",
     "runtime_options",
     "select_runtime",
+    "weights_sha256",
 ]
 
 logger = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
-# fp32: exact up to float rounding; bf16: OpenVINO computes in bfloat16 where the CPU has it (lossy: use only where a
-# bundle's validation Dice was measured to drop by < 0.002, see docs/performance.md)
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-ONNX_CACHE_ENV = "PYCONV_MONAI_ONNX_CACHE"
+# fp32: exact up to float rounding; bf16: OpenVINO computes in bfloat16 (lossy: allowed because every bundle's
+# validation Dice changes by <= 0.002 against fp32, docs/performance.md); auto: bf16 on OpenVINO where the CPU has
+# bfloat16 units (OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16: AVX512_BF16 or AMX), fp32 everywhere else (ONNX
+# Runtime's CPU provider has no bfloat16 convolutions)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+DEFAULT_PRECISION = "auto"
 DIGEST_KEY = "pyconv_monai.digest"
 OPSET = 18
 DEFAULT_FUSE_MODE = "reference"
+# select_runtime's mode="auto": the fusion measured fastest for each runtime and precision (docs/performance.md,
+# benchmarks/runtime_profile.py): with bf16 on AMX, OpenVINO runs the one dense 9x9 convolution per PyConv faster
+# than the grouped levels; in fp32 the grouped levels (the reference plan) are faster
+AUTO_FUSE_MODES: dict[tuple[str, str], str] = {("openvino", "bf16"): "dense"}
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` imports here (it is imported: call only for a runtime about to be used)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def available_runtimes() -> list[str]:
-    """The runtimes that can be imported here, ``"torch"`` first."""
-    found = ["torch"]
-    for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        found.append(name)
-    return found
+    """The runtimes that can be imported here, ``"torch"`` first (imports each of them)."""
+    return ["torch"] + [name for name in ("onnxruntime", "openvino") if _importable(name)]
+
+
+def weights_sha256(network: nn.Module) -> str:
+    """SHA-256 of the network's state dict: every entry's name, shape, dtype and bytes, in order."""
+    h = hashlib.sha256()
+    for name, t in network.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def network_digest(network: nn.Module, mode: str = DEFAULT_FUSE_MODE, size: tuple[int, ...] = (512, 512)) -> str:
-    """SHA-256 of what an exported model depends on: the architecture, every weight and buffer, the fusion, the size.
+    """SHA-256 of what an exported model depends on: the weights (:func:`weights_sha256`), the architecture, the
+    fusion, the size and the opset: the key of the model cache.
 
     Args:
         network: the network with its trained weights.
@@ -89,16 +119,13 @@ def network_digest(network: nn.Module, mode: str = DEFAULT_FUSE_MODE, size: tupl
     Returns:
         a hex digest; equal digests mean the same exported model.
     """
-    h = hashlib.sha256(f"{type(network).__qualname__}\n{network!r}\n{mode}\n{tuple(size)}\n{OPSET}\n".encode())
-    for name, t in network.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
+    text = f"{weights_sha256(network)}\n{type(network).__qualname__}\n{network!r}\n{mode}\n{tuple(size)}\n{OPSET}\n"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def onnx_digest(path: str | os.PathLike) -> str | None:
-    """The network digest recorded in an exported ONNX file (``None`` when there is none or it cannot be read)."""
+    """The network digest recorded in an exported ONNX file's metadata (``None`` when there is none or it cannot be
+    read). Informative only: a file is trusted by its sidecar's SHA-256 (:mod:`pyconv_monai.runtime.cache`)."""
     try:
         import onnx
 
@@ -120,13 +147,13 @@ def export_onnx(
 
     The batch axis is dynamic; the spatial size is fixed to ``size`` (the runtime wrappers export other sizes when
     they come).
-    The file records the network's digest (:func:`network_digest`) in its metadata, so a stale file (other weights)
-    is recognised and not used.
+    A written file gets a sidecar ``<path>.sha256`` with the network's digest (:func:`network_digest`) and the
+    file's own SHA-256: :func:`select_runtime` uses the file only while both still match.
 
     Args:
         network: the network with its trained weights (not changed).
-        path: where to write the ``.onnx`` file (atomically: a temporary file in the same folder, then renamed);
-            ``None`` returns the model's bytes instead.
+        path: where to write the ``.onnx`` file and its sidecar (atomically: temporary files in the same folder, then
+            renamed); ``None`` returns the model's bytes instead.
         mode: how PyConvs become plain convolutions, one of :data:`pyconv_monai.runtime.FUSE_MODES` (networks without
             PyConvs are exported as they are).
         size: spatial size of the exported input, e.g. ``(512, 512)``.
@@ -167,19 +194,7 @@ def export_onnx(
     data = model.SerializeToString()
     if path is None:
         return data
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_verified(path, data, digest)
 
 
 class _RuntimeNetwork(nn.Module):
@@ -287,9 +302,12 @@ class OpenVINONetwork(_RuntimeNetwork):
         size: the slice size it was exported for.
         threads: inference threads (default: ``torch.get_num_threads()``).
         precision: ``"fp32"`` (exact up to rounding; OpenVINO's own default on CPUs with bfloat16 units is bf16, so it
-            is set explicitly) or ``"bf16"`` (lossy).
+            is set explicitly), ``"bf16"`` (lossy), or ``"auto"`` (bf16 where the CPU has bfloat16 units, else fp32).
         source: where the model came from (for the log and ``repr``).
         model_for: ``size -> (model, source)`` for slices of other sizes (``None``: they run through torch).
+        cache_dir: a folder for compiled models (``<cache_dir>/openvino/<sha256>.blob`` with a sidecar; ``None``:
+            compile every time). The key is the SHA-256 of the ONNX bytes, the compile settings and OpenVINO's
+            version; a blob whose bytes fail their recorded SHA-256, or that OpenVINO refuses, is compiled anew.
     """
 
     runtime = "openvino"
@@ -303,14 +321,18 @@ class OpenVINONetwork(_RuntimeNetwork):
         precision: str = "fp32",
         source: str = "",
         model_for: Callable[[tuple[int, ...]], tuple[str | bytes, str]] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         import openvino  # noqa: F401  (fails here, before any work, where OpenVINO is not installed)
 
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}.")
         super().__init__(network, size, source, model_for)
-        self.precision = precision
         self.core = _openvino_core()
+        if precision == "auto":
+            precision = "bf16" if openvino_has_bf16() else "fp32"
+        self.precision = precision
+        self.cache_dir = cache_dir
         self.config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
@@ -318,13 +340,48 @@ class OpenVINONetwork(_RuntimeNetwork):
         }
         self._runs[self.size] = self._compile(model)
 
+    def _blob_key(self, model: bytes) -> str:
+        import openvino as ov
+
+        settings = json.dumps({"config": self.config, "openvino": ov.get_version(), "device": "CPU"}, sort_keys=True)
+        return hashlib.sha256(hashlib.sha256(model).hexdigest().encode() + settings.encode()).hexdigest()
+
     def _compile(self, model: str | bytes) -> Callable[[np.ndarray], np.ndarray]:
         if isinstance(model, str):
-            ov_model = self.core.read_model(model)
-        else:
-            ov_model = self.core.read_model(model=model, weights=b"")
-        request = self.core.compile_model(ov_model, "CPU", self.config).create_infer_request()
+            with open(model, "rb") as f:
+                model = f.read()
+        compiled = None
+        blob = None
+        if self.cache_dir:
+            key = self._blob_key(model)
+            blob = os.path.join(self.cache_dir, "openvino", f"{key}.blob")
+            data = read_verified(blob, key)
+            if data is not None:
+                try:
+                    compiled = self.core.import_model(io.BytesIO(data), "CPU", self.config)
+                    logger.info(f"openvino: compiled model from {blob}")
+                except Exception as e:  # another CPU or a blob OpenVINO cannot read: compile anew
+                    logger.warning(f"openvino cannot import {blob} ({type(e).__name__}: {e}); compiling anew")
+        if compiled is None:
+            compiled = self.core.compile_model(self.core.read_model(model=model, weights=b""), "CPU", self.config)
+            if blob is not None:
+                try:
+                    buffer = io.BytesIO()
+                    compiled.export_model(buffer)
+                    write_verified(blob, buffer.getvalue(), key)
+                except Exception as e:  # a read-only or full cache folder: the run goes on without it
+                    logger.warning(f"openvino: cannot cache the compiled model in {blob} ({type(e).__name__}: {e})")
+        request = compiled.create_infer_request()
         return lambda x: request.infer({0: x})[0].copy()
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bfloat16 here (``BF16`` in its ``OPTIMIZATION_CAPABILITIES``: a CPU
+    with AVX512_BF16 or AMX); ``False`` where OpenVINO is not installed."""
+    try:
+        return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:
+        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -338,21 +395,26 @@ def _openvino_core() -> Any:
 
 def _model_source(
     network: nn.Module, mode: str, size: tuple[int, ...], model_file: str | None, cache_dir: str | None
-) -> tuple[str | bytes, str]:
-    """The ONNX model for ``network``: a matching ``model_file``, a cached file, or a fresh export in memory."""
+) -> tuple[bytes, str]:
+    """The ONNX bytes for ``network``: a verified ``model_file``, a verified cached file, or a fresh export."""
     digest = network_digest(network, mode, size)
     if model_file and os.path.isfile(model_file):
-        recorded = onnx_digest(model_file)
-        if recorded == digest:
-            return model_file, model_file
-        logger.info(f"{model_file} was exported from other weights or settings: not used (exporting anew)")
-    cache_dir = cache_dir or os.environ.get(ONNX_CACHE_ENV) or None
+        data = read_verified(model_file, digest)
+        if data is not None:
+            return data, model_file
+        logger.info(f"{model_file} is not verified for these weights and settings: not used (exporting anew)")
     if cache_dir:
-        cached = os.path.join(cache_dir, f"{digest[:32]}.onnx")
-        if not (os.path.isfile(cached) and onnx_digest(cached) == digest):
-            export_onnx(network, cached, mode, size, overwrite=True)
+        cached = os.path.join(cache_dir, "onnx", f"{digest}.onnx")
+        data = read_verified(cached, digest)
+        if data is not None:
+            return data, cached
+        data = export_onnx(network, None, mode, size)
+        try:
+            write_verified(cached, data, digest)
             logger.info(f"exported the network to {cached}")
-        return cached, cached
+            return data, f"exported to {cached}"
+        except OSError as e:  # a read-only or full cache folder: the run goes on with the export in memory
+            logger.warning(f"cannot cache the exported network in {cached} ({type(e).__name__}: {e})")
     return export_onnx(network, None, mode, size), "exported in memory"
 
 
@@ -362,8 +424,8 @@ def select_runtime(
     device: str | torch.device = "cpu",
     model_file: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    precision: str = "fp32",
-    mode: str = DEFAULT_FUSE_MODE,
+    precision: str = DEFAULT_PRECISION,
+    mode: str = "auto",
     size: tuple[int, ...] = (512, 512),
     threads: int | None = None,
 ) -> nn.Module:
@@ -373,10 +435,13 @@ def select_runtime(
         network: the network with its trained weights (put in evaluation mode).
         runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (see the module docstring).
         device: where the network runs; ONNX Runtime and OpenVINO are used on the CPU only.
-        model_file: an exported model to use when its digest matches (e.g. ``<bundle>/models/model.onnx``).
-        cache_dir: a folder for exported models (default ``$PYCONV_MONAI_ONNX_CACHE``; unset: export in memory).
-        precision: ``"fp32"`` or ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
-        mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`).
+        model_file: an exported model to use when its sidecar verifies it (e.g. ``<bundle>/models/model.onnx``).
+        cache_dir: the folder of exported and compiled models (default: the per-user
+            :func:`~pyconv_monai.runtime.cache.default_cache_dir`; ``"off"``: export in memory, compile every run).
+        precision: ``"auto"`` (default: bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"`` or
+            ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
+        mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`), or ``"auto"`` (default): the
+            fusion measured fastest for the runtime and precision (:data:`AUTO_FUSE_MODES`, else ``"reference"``).
         size: the slice size to export for at once (other sizes are exported when they first come).
         threads: CPU threads of the runtime (default ``torch.get_num_threads()``).
 
@@ -385,13 +450,15 @@ def select_runtime(
 
     Raises:
         ValueError: for an unknown runtime, precision or mode.
+        NonFiniteError: when a weight or buffer holds NaN or Inf (whatever the runtime).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
-    if mode not in FUSE_MODES:
+    if mode not in FUSE_MODES + ("auto",):
         raise ValueError(f"unknown fusion mode {mode!r}; choose one of {', '.join(FUSE_MODES)}.")
+    check_finite_weights(network)
     network.eval()
     device = torch.device(device)
     if runtime == "torch":
@@ -400,38 +467,38 @@ def select_runtime(
         if runtime != "auto":
             logger.info(f"runtime {runtime} runs on the CPU only; using torch on {device}")
         return network
-    found = available_runtimes()
-    if runtime == "auto":
-        runtime = "openvino" if "openvino" in found else "onnxruntime" if "onnxruntime" in found else "torch"
+    if runtime == "auto":  # only the runtime that runs is imported (OpenVINO's start-up does not pay for ONNX Runtime)
+        runtime = next((r for r in ("openvino", "onnxruntime") if _importable(r)), "torch")
         if runtime == "torch":
             logger.info("neither OpenVINO nor ONNX Runtime is installed: running the network with torch")
             return network
-    elif runtime not in found:
+    elif not _importable(runtime):
         logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
         return network
-    try:
-        import onnx  # noqa: F401  (the exporter writes through it)
-    except ImportError:
-        logger.warning("the onnx package is not installed (pip install onnx): running the network with torch")
-        return network
     size = tuple(int(s) for s in size)
+    if runtime == "openvino" and precision == "auto":
+        precision = "bf16" if openvino_has_bf16() else "fp32"
+    if mode == "auto":
+        mode = AUTO_FUSE_MODES.get((runtime, precision if runtime == "openvino" else "fp32"), DEFAULT_FUSE_MODE)
+    folder = resolve_cache_dir(None if cache_dir is None else os.fspath(cache_dir))
     try:
         model, source = _model_source(
-            network, mode, size, None if model_file is None else os.fspath(model_file),
-            None if cache_dir is None else os.fspath(cache_dir),
+            network, mode, size, None if model_file is None else os.fspath(model_file), folder
         )  # fmt: skip
 
         def model_for(other: tuple[int, ...]) -> tuple[str | bytes, str]:  # other slice sizes, on first use
-            return _model_source(network, mode, other, None, None if cache_dir is None else os.fspath(cache_dir))
+            return _model_source(network, mode, other, None, folder)
 
         if runtime == "openvino":
-            wrapped: nn.Module = OpenVINONetwork(network, model, size, threads, precision, source, model_for)
+            wrapped: nn.Module = OpenVINONetwork(network, model, size, threads, precision, source, model_for, folder)
+            precision = wrapped.precision
         else:
             wrapped = OnnxRuntimeNetwork(network, model, size, threads, source, model_for)
     except Exception as e:  # an unexportable network or a runtime that refuses the model: the reference still runs
         logger.warning(f"{runtime} cannot run this network ({type(e).__name__}: {e}); running it with torch")
         return network
-    detail = f", {precision}" if runtime == "openvino" else ""
+    detail = f", {precision}" if runtime == "openvino" else ", fp32"
+    detail += f", PyConv fusion {mode}"
     logger.info(f"running the network with {runtime}{detail} ({source})")
     return wrapped
 

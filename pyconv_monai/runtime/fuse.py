@@ -5,12 +5,12 @@
 
 :func:`fuse_for_inference` replaces each :class:`~pyconv_monai.networks.blocks.pyconv.PyConvNormAct` of an
 evaluation-mode network by a :class:`FusedPyConvNormAct`: the PyConv computed through a plan of
-:mod:`pyconv_monai.networks.blocks.pyconv_fast` (``"dense"``, ``"ungrouped"``, ...) with the fused weights computed
-*once*, the batch norm folded into them (scale into the weights, shift into a bias), the parts' outputs put into the
-reference channel order, then the activation. It is the same function as the reference up to float rounding, and it
-is what the CPU runtimes receive: the fused weights are constants, so ``torch.onnx.export`` writes plain ``Conv``
-nodes that ONNX Runtime and OpenVINO run with their fastest kernels. Inference only: the module has no batch norm
-left to train and no link to the reference parameters.
+:mod:`pyconv_monai.networks.blocks.pyconv_fast` (``"reference"``, ``"ungrouped"``, ``"dense"``) with the fused weights
+computed *once*, the batch norm folded into them (scale into the weights, shift into a bias), the parts' outputs put
+into the reference channel order, then the activation. It is the same function as the reference up to float rounding,
+and it is what the CPU runtimes receive: the fused weights are constants, so ``torch.onnx.export`` writes plain ``Conv``
+nodes that ONNX Runtime and OpenVINO run with their fastest kernels. Inference only: the module has no batch norm left
+to train and no link to the reference parameters.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch.nn as nn
 from monai.networks.utils import replace_modules
 
 from pyconv_monai.networks.blocks.pyconv import PyConv, PyConvNormAct
-from pyconv_monai.networks.blocks.pyconv_fast import FastPyConv, pyconv_plan
+from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
 
 __all__ = ["FUSE_MODES", "FusedPyConvNormAct", "fuse_for_inference"]
 
-# plans whose parts are all plain convolutions (the "depthwise" plan sums over channels: not a single conv)
-FUSE_MODES: tuple[str, ...] = ("reference", "ungrouped", "dense", "grouped", "split")
+# every named plan: each part is a plain convolution
+FUSE_MODES: tuple[str, ...] = PYCONV_MODES
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 

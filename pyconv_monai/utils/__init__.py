@@ -7,6 +7,7 @@ Imports nothing of the package."""
 from .bundles import bundle_dir, bundles_root, list_bundles
 from .files import TEMP_PREFIX, UniqueNames, atomic_write, output_path, preserve_existing, remove_stale_temps, safe_name
 from .flags import as_bool
+from .lazy import lazy_module
 
 __all__ = [
     "TEMP_PREFIX",
@@ -15,6 +16,7 @@ __all__ = [
     "atomic_write",
     "bundle_dir",
     "bundles_root",
+    "lazy_module",
     "list_bundles",
     "output_path",
     "preserve_existing",

@@ -47,7 +47,7 @@ from pyconv_monai.data.meta import tracking_meta
 from pyconv_monai.handlers import load_checkpoint
 from pyconv_monai.runtime import RUNTIMES
 from pyconv_monai.runtime import runtime_options as runtime_options_of
-from pyconv_monai.runtime import select_runtime
+from pyconv_monai.runtime import check_finite_logits, select_runtime
 from pyconv_monai.utils import as_bool, atomic_write, output_path, remove_stale_temps
 from pyconv_monai.writers import case_outputs, write_csv
 
@@ -185,12 +185,7 @@ class SegmentationEvaluator(SupervisedEvaluator):
         with tracking_meta(), engine.mode(engine.network), torch.no_grad():
             with torch.autocast(device_type=engine.state.device.type, enabled=engine.amp):
                 logits = engine.inferer(x, engine.network)
-            logits = torch.as_tensor(logits)[0].detach().float().cpu()
-            if not torch.isfinite(logits).all():
-                raise ValueError(
-                    f"{row['input']}: the network's output holds NaN or Inf values (the weights or the input are "
-                    "not usable); no mask was written"
-                )
+            logits = check_finite_logits(torch.as_tensor(logits)[0].detach().float().cpu(), str(row["input"]))
             pred = MetaTensor(logits, meta=dict(image.meta))  # the meta holds the affine
             out = dict(item, pred=pred)
             if self.case_postprocessing is not None:

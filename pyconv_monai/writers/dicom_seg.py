@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from pyconv_monai import __version__
 from pyconv_monai.data import sorted_series_headers
-from pyconv_monai.utils import atomic_write
+from pyconv_monai.utils import atomic_write, lazy_module
+
+# pydicom.sr loads its concept dictionary on import (about 1.8 s on a busy 2-core machine): only when a SEG is written
+sr_coding = lazy_module("pydicom.sr.coding")
 
 __all__ = ["DEFAULT_SEGMENT", "reference_headers", "segment_description", "series_headers", "write_dicom_seg"]
 
@@ -40,15 +42,15 @@ DEFAULT_SEGMENT: dict[str, Any] = {
 _UID_SALT = "pyconv-monai source without UID"
 
 
-def _code(value: Any, what: str) -> Code:
-    if isinstance(value, Code):
+def _code(value: Any, what: str) -> pydicom.sr.coding.Code:
+    if isinstance(value, sr_coding.Code):
         return value
     if isinstance(value, Mapping):
         value = [value.get("value"), value.get("scheme", value.get("scheme_designator")), value.get("meaning")]
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3 or not all(value):
         raise ValueError(f"segment {what} must be [code value, coding scheme, meaning], e.g. ['10200004', 'SCT', "
                          f"'Liver'], got {value!r}.")  # fmt: skip
-    return Code(str(value[0]), str(value[1]), str(value[2]))
+    return sr_coding.Code(str(value[0]), str(value[1]), str(value[2]))
 
 
 def segment_description(segment: Mapping[str, Any] | None = None, algorithm: str = "pyconv-monai", version: str = ""):

@@ -56,3 +56,17 @@ def test_table_on_a_real_series(bench, shared_data, tmp_path, capsys):
     for row in rows:
         assert float(row.split("|")[3]) > 0 and float(row.split("|")[8].strip(" %")) >= 99.9
     assert re.search(r"\| auto \| 6 \| [\d.]+ \| [\d.]+ \| \d+ \| ok \|", table)
+
+
+def test_dice_table_allows_bf16_only_within_0002_either_way(bench):
+    import argparse
+
+    args = argparse.Namespace(slices=1, series="s", batch_size=1, repeats=1, threads=2, study_slices=0, bundle="b")
+    scores = [{"bundle": name, "slices": 5, "dice_fp32": 0.9, "dice_ort": 0.9, "dice_bf16": 0.9 - drop, "drop": drop,
+               "differ": 0.001} for name, drop in (("ok", 0.0015), ("worse", 0.003), ("better", -0.003))]  # fmt: skip
+    slices = [{"network": "pyconvunet", "path": "torch eager (reference)", "setup_s": 0.0, "s_per_slice": 1.0,
+               "cpu_per_slice": 1.0, "diff": 0.0, "agree": 1.0}]  # fmt: skip
+    table = bench.report(args, "host", slices, [], scores)
+    allowed = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table.splitlines()
+               if line.startswith("| ") and line.split("|")[1].strip() in ("ok", "worse", "better")}  # fmt: skip
+    assert allowed == {"ok": "yes", "worse": "no", "better": "no"}

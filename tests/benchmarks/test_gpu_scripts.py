@@ -27,8 +27,8 @@ def _load(name: str):
 def test_bundle_epochs_overrides_and_table(tmp_path):
     be = _load("bundle_epochs")
     args = argparse.Namespace(dataset_dir=str(tmp_path), epochs=3, batch_size=None, subset=4, patch=64)
-    with_key = be._overrides({"pyconv_mode": "reference"}, "pyconvunet:triton", args, tmp_path)
-    assert with_key["pyconv_mode"] == "triton" and "network" not in with_key
+    with_key = be._overrides({"pyconv_mode": "reference"}, "pyconvunet:ungrouped", args, tmp_path)
+    assert with_key["pyconv_mode"] == "ungrouped" and "network" not in with_key
     assert with_key["network_name"] == "pyconvunet" and with_key["epochs"] == 3
     assert with_key["dataset_dir"] == str(tmp_path.resolve()) and with_key["train_patch_size"] == [64, 64]
     without_key = be._overrides({}, "pyconvunet:dense", args, tmp_path)
@@ -38,16 +38,16 @@ def test_bundle_epochs_overrides_and_table(tmp_path):
         {"model": "unet", "pyconv_modes": {}, "train_slices": 302, "val_slices": 76, "batch_size": 5, "setup_s": 20.0,
          "epoch_s": [9.0, 4.0, 6.0], "first_s": 9.0, "median_later_s": 5.0, "extrapolated_50_s": 254.0,
          "best_val_dice": 0.5},
-        {"model": "pyconvunet:triton", "pyconv_modes": {"triton": 18}, "train_slices": 302, "val_slices": 76,
+        {"model": "pyconvunet:ungrouped", "pyconv_modes": {"ungrouped": 18}, "train_slices": 302, "val_slices": 76,
          "batch_size": 5, "setup_s": 20.0, "epoch_s": [12.0, 2.5, 2.5], "first_s": 12.0, "median_later_s": 2.5,
          "extrapolated_50_s": 134.0, "best_val_dice": None},
-        {"model": "pyconvunet:split", "error": "RuntimeError: boom"},
+        {"model": "pyconvunet:dense", "error": "RuntimeError: boom"},
     ]
     table = be.format_table(rows, "header")
     lines = table.splitlines()
     assert lines[0] == "header" and len(lines) == 2 + 2 + 3
     assert "| 4.00, 6.00 (5.00) | 1.00 | 254 | 0.5000 |" in lines[4]
-    assert "triton×18" in lines[5] and "| 0.50 | 134 |" in lines[5]
+    assert "ungrouped×18" in lines[5] and "| 0.50 | 134 |" in lines[5]
     assert "RuntimeError: boom" in lines[6]
 
 
@@ -59,27 +59,6 @@ def test_profile_step_table_on_cpu(tmp_path):
     text = out.read_text()
     assert "### unet:" in text and "ms of CPU time per step" in text
     assert len([line for line in text.splitlines() if line.startswith("| `")]) == 3
-
-
-def test_triton_tune_reports_a_failing_candidate(tmp_path, monkeypatch):
-    tune = _load("triton_tune")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    out, env = tmp_path / "tune.md", tmp_path / "tune.env"
-    argv = ["--device", "cpu", "--size", "16", "--batch-size", "2", "--warmup", "0", "--repeats", "1",
-            "--candidates", "M=64,N=16;M=48", "--out", str(out), "--env", str(env)]
-    from pyconv_monai.networks.blocks import pyconv_triton as pt
-
-    saved = dict(pt.TRITON_BLOCKS)
-    try:
-        assert tune.main(argv) == 0
-    finally:
-        pt.TRITON_BLOCKS.clear()
-        pt.TRITON_BLOCKS.update(saved)
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| `")]
-    assert len(rows) == 2
-    expected = "RuntimeError" if pt.triton_available() else "ImportError"
-    assert expected in rows[0] and "power of two" in rows[1]
-    assert not env.exists()  # nothing ran, nothing chosen
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="bash script")

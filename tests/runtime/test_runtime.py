@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import hashlib
 import json
 import logging
 import shutil
@@ -19,12 +20,18 @@ from pyconv_monai import cli
 from pyconv_monai.networks import PyConvUNet, get_network, optimize_pyconv
 from pyconv_monai.runtime import (
     FUSE_MODES,
+    NonFiniteError,
     available_runtimes,
+    check_finite_logits,
+    check_finite_weights,
+    default_cache_dir,
     export_onnx,
     fuse_for_inference,
     network_digest,
     onnx_digest,
+    openvino_has_bf16,
     select_runtime,
+    weights_sha256,
 )
 from tests.conftest import REPO
 
@@ -64,20 +71,21 @@ def test_fused_form_from_an_optimized_network():
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         ref = net(x)
-        out = fuse_for_inference(optimize_pyconv(net, "dense"), "split")(x)
+        out = fuse_for_inference(optimize_pyconv(net, "dense"), "ungrouped")(x)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_depthwise_cannot_be_fused():
-    with pytest.raises(ValueError, match="depthwise"):
-        fuse_for_inference(small_net(), "depthwise")
+def test_removed_plans_cannot_be_fused():
+    for removed in ("depthwise", "split", "grouped"):
+        with pytest.raises(ValueError, match="cannot fuse"):
+            fuse_for_inference(small_net(), removed)
 
 
 @needs_runtime
 @pytest.mark.parametrize("runtime", FAST_RUNTIMES)
 def test_runtime_matches_torch_and_exports_other_sizes_when_they_come(runtime, caplog):
     net = small_net()
-    runner = select_runtime(net, runtime, "cpu", size=(64, 64), threads=1)
+    runner = select_runtime(net, runtime, "cpu", size=(64, 64), threads=1, precision="fp32")
     assert runner is not net and runner.runtime == runtime
     x = torch.rand(3, 1, 64, 64)
     with torch.no_grad():
@@ -98,29 +106,168 @@ def test_model_file_is_used_only_when_exported_from_the_same_weights(tmp_path):
     net = small_net()
     path = export_onnx(net, tmp_path / "model.onnx", size=(64, 64))
     assert onnx_digest(path) == network_digest(net, size=(64, 64))
+    sidecar = json.loads((tmp_path / "model.onnx.sha256").read_text())
+    assert sidecar["key"] == network_digest(net, size=(64, 64)) and sidecar["bytes"] == Path(path).stat().st_size
     with pytest.raises(FileExistsError):
         export_onnx(net, path, size=(64, 64))
-    runner = select_runtime(net, FAST_RUNTIMES[0], "cpu", model_file=path, size=(64, 64))
+    runner = select_runtime(net, FAST_RUNTIMES[0], "cpu", model_file=path, size=(64, 64), cache_dir="off")
     assert runner.source == path
     with torch.no_grad():
         net.final_conv.bias.add_(1.0)  # other weights: the file is stale
-    runner = select_runtime(net, FAST_RUNTIMES[0], "cpu", model_file=path, size=(64, 64))
+    runner = select_runtime(net, FAST_RUNTIMES[0], "cpu", model_file=path, size=(64, 64), cache_dir="off")
     assert runner.source == "exported in memory"
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "nothing else may be written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.sha256"], "nothing else written"
+
+
+def test_cache_key_is_the_sha256_of_the_weights():
+    net = small_net()
+    key, weights = network_digest(net, size=(64, 64)), weights_sha256(net)
+    assert len(key) == len(weights) == 64
+    assert network_digest(small_net(), size=(64, 64)) == key  # same weights, same key
+    assert network_digest(net, size=(32, 32)) != key and network_digest(net, "dense", (64, 64)) != key
+    with torch.no_grad():
+        net.decoder[0].unit0.norm.running_var[0] += 1e-3  # a buffer counts as a weight
+    assert weights_sha256(net) != weights and network_digest(net, size=(64, 64)) != key
+
+
+def test_default_cache_dir_is_per_user_and_can_be_switched_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYCONV_MONAI_ONNX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == str(tmp_path / "pyconv-monai")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "pyconv-monai")
+    for off in ("", "off", "none"):
+        monkeypatch.setenv("PYCONV_MONAI_ONNX_CACHE", off)
+        assert default_cache_dir() is None
+    monkeypatch.setenv("PYCONV_MONAI_ONNX_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == str(tmp_path / "c")
 
 
 @needs_runtime
-def test_cache_dir_is_written_once(tmp_path):
+@pytest.mark.parametrize("runtime", FAST_RUNTIMES)
+def test_cache_dir_is_written_once(tmp_path, runtime):
     net = small_net()
-    first = select_runtime(net, FAST_RUNTIMES[0], "cpu", cache_dir=tmp_path, size=(64, 64))
-    files = list(tmp_path.glob("*.onnx"))
-    assert len(files) == 1 and first.source == str(files[0])
-    mtime = files[0].stat().st_mtime_ns
-    second = select_runtime(net, FAST_RUNTIMES[0], "cpu", cache_dir=tmp_path, size=(64, 64))
-    assert second.source == first.source and files[0].stat().st_mtime_ns == mtime
+    first = select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    files = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and first.source == f"exported to {files[0]}"
+    assert files[0].name == f"{network_digest(net, size=(64, 64))}.onnx"
+    assert (tmp_path / "onnx" / f"{files[0].name}.sha256").is_file()
+    blobs = list((tmp_path / "openvino").glob("*.blob")) if runtime == "openvino" else []
+    assert len(blobs) == (runtime == "openvino")
+    stamps = {p: p.stat().st_mtime_ns for p in files + blobs}
+    second = select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    assert second.source == str(files[0]), "the second run pays no export"
+    assert {p: p.stat().st_mtime_ns for p in files + blobs} == stamps, "nothing rewritten"
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(second(x), first(x), atol=0, rtol=0)
+
+
+def _edit(path: Path) -> None:
+    """Change one byte in the middle of a file, as an accidental edit or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@needs_runtime
+@pytest.mark.parametrize("runtime", FAST_RUNTIMES)
+def test_an_edited_cached_model_is_refused_and_rebuilt(tmp_path, runtime, caplog):
+    net = small_net()
+    x = torch.rand(2, 1, 64, 64)
+    select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    cached = next((tmp_path / "onnx").glob("*.onnx"))
+    _edit(cached)
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
+        runner = select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    assert "differs from the recorded" in caplog.text and runner.source == f"exported to {cached}"
+    assert runner.source != str(cached), "the edited file was used"
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
+    # rebuilt: the next run reads the new file, which verifies
+    again = select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    assert again.source == str(cached)
+
+
+@pytest.mark.skipif("openvino" not in FAST_RUNTIMES, reason="openvino is not installed")
+def test_an_edited_openvino_blob_is_refused_and_recompiled(tmp_path, caplog):
+    net = small_net()
+    x = torch.rand(2, 1, 64, 64)
+    select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    blob = next((tmp_path / "openvino").glob("*.blob"))
+    good = blob.read_bytes()
+    _edit(blob)
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
+        runner = select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    assert "differs from the recorded" in caplog.text and "compiled model from" not in caplog.text
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
+    record = json.loads(Path(f"{blob}.sha256").read_text())
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == record["sha256"], "the blob was rebuilt and recorded"
+    assert len(good) == record["bytes"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
+        select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
+    assert f"compiled model from {blob}" in caplog.text, "the recompiled blob is used again"
+
+
+@needs_runtime
+def test_an_edited_model_file_is_not_used_nor_overwritten(tmp_path, caplog):
+    net = small_net()
+    path = Path(export_onnx(net, tmp_path / "bundle" / "model.onnx", size=(64, 64)))
+    _edit(path)
+    edited = path.read_bytes()
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
+        runner = select_runtime(net, FAST_RUNTIMES[0], "cpu", model_file=path, cache_dir=tmp_path / "cache",
+                                size=(64, 64), precision="fp32")  # fmt: skip
+    assert runner.source != str(path) and "differs from the recorded" in caplog.text
+    assert path.read_bytes() == edited, "a user's file is never rewritten"
+    with torch.no_grad():
+        x = torch.rand(1, 1, 64, 64)
+        torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "auto"] + FAST_RUNTIMES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused(runtime, bad, tmp_path):
+    net = small_net()
+    with torch.no_grad():
+        net.final_conv.weight.view(-1)[3] = bad
+    with pytest.raises(NonFiniteError, match=r"final_conv\.weight \(1 of"):
+        select_runtime(net, runtime, "cpu", size=(64, 64), cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing exported for refused weights"
+    with pytest.raises(ValueError, match="model.pt"):
+        check_finite_weights(net, "model.pt")
+    assert check_finite_weights(small_net()) is not None
+
+
+def test_logits_with_nan_or_inf_fail_the_case():
+    good = torch.randn(1, 1, 8, 8)
+    assert check_finite_logits(good, "a.nii.gz") is good
+    bad = good.clone()
+    bad[0, 0, 0, 0], bad[0, 0, 1, 1] = float("nan"), float("-inf")
+    with pytest.raises(NonFiniteError, match="for a.nii.gz holds 1 NaN and 1 infinite"):
+        check_finite_logits(bad, "a.nii.gz")
+    assert check_finite_logits(torch.zeros(2, dtype=torch.int64)) is not None  # integer masks are always finite
+
+
+@pytest.mark.skipif("openvino" not in FAST_RUNTIMES, reason="openvino is not installed")
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path, caplog):
+    net = small_net()
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
+        runner = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off")
+    bf16 = openvino_has_bf16()
+    assert runner.precision == ("bf16" if bf16 else "fp32")
+    assert f"PyConv fusion {'dense' if bf16 else 'reference'}" in caplog.text, "auto fusion: dense for bf16"
+    exact = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off", precision="fp32")
+    assert exact.precision == "fp32" and exact.config["INFERENCE_PRECISION_HINT"] == "f32"
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exact(x), net(x), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("missing", [("openvino",), ("onnxruntime",), ("openvino", "onnxruntime"), ("onnx",)])
@@ -138,7 +285,7 @@ def test_missing_runtime_falls_back_to_torch_with_one_log_line(monkeypatch, capl
     for runtime in asked + (["auto"] if set(missing) >= {"openvino", "onnxruntime"} or "onnx" in missing else []):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
-            runner = select_runtime(net, runtime, "cpu", size=(64, 64))
+            runner = select_runtime(net, runtime, "cpu", size=(64, 64), cache_dir="off")
         assert runner is net, f"{runtime} with {missing} missing must give the torch network"
         records = [r for r in caplog.records if r.name == "pyconv_monai.runtime.backends"]
         assert len(records) == 1 and "torch" in records[0].getMessage()

@@ -5,12 +5,14 @@
 
 A reference ``PyConv`` runs one convolution per pyramid level (kernels 3/5/7/9 with 1/4/8/16 groups) and
 concatenates the outputs; grouped large-kernel convolutions are slow per multiply-add. :class:`FastPyConv` computes
-the same outputs through a *plan*, a few :class:`PyConvPart`, each one launch covering several levels:
+the same outputs through a *plan*, a few :class:`PyConvPart`, each one convolution covering several levels with a
+common kernel size and number of groups: each level's kernel is zero-padded to that size and its groups are
+expanded block-diagonally (exact: the added weights are zeros).
 
-* ``"conv"``: one convolution with a common kernel size and number of groups; each level's kernel is zero-padded
-  to that size and its groups are expanded block-diagonally (exact: the added weights are zeros);
-* ``"depthwise"``: one depthwise convolution with a channel multiplier, then a sum over each group's input
-  channels (exact, with the reference's multiply-adds where the kernels are not padded).
+Only the plans that won a measurement somewhere are named (docs/performance.md): ``"ungrouped"`` (fastest GPU
+inference, H200; 2x the reference's CPU training step) and ``"dense"`` (fastest CPU training step and CPU torch
+inference). The ``grouped``, ``split`` and ``depthwise`` plans and the Triton kernels were measured and never won:
+they were removed.
 
 The fused weights are built from the reference parameters at every call, so gradients reach them and the
 ``state_dict`` keeps the reference layout (``levels.<i>.weight``): weights saved from either load into the other.
@@ -31,30 +33,23 @@ from pyconv_monai.networks.blocks.pyconv import PyConv
 __all__ = ["PYCONV_MODES", "FastPyConv", "PyConvPart", "pyconv_plan", "plan_macs", "expand_groups", "pad_kernel"]
 
 # named plans; "reference" is the reference module itself (one convolution per level)
-PYCONV_MODES: tuple[str, ...] = ("reference", "ungrouped", "dense", "grouped", "split", "depthwise")
-
-# "split" keeps levels with more groups than this as their own grouped convolutions
-SPLIT_MAX_GROUPS = 4
+PYCONV_MODES: tuple[str, ...] = ("reference", "ungrouped", "dense")
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass(frozen=True)
 class PyConvPart:
-    """One launch of a :class:`FastPyConv`: some pyramid levels computed together.
+    """One launch of a :class:`FastPyConv`: some pyramid levels computed together by one convolution with ``groups``
+    groups and a ``kernel_size`` kernel (each level's kernel zero-padded, its groups expanded block-diagonally).
 
     Attributes:
         level_indices: indices of the reference levels (``PyConv.levels``) it computes.
-        kind: ``"conv"``: one convolution with ``groups`` groups and a ``kernel_size`` kernel (each level's kernel
-            zero-padded, its groups expanded block-diagonally); ``"depthwise"``: one depthwise convolution with a
-            channel multiplier and a ``kernel_size`` kernel, then a sum over the input channels of each level's
-            groups (``groups`` is ignored).
-        groups: number of groups of a ``"conv"`` part; it must divide every level's groups.
+        groups: number of groups; it must divide every level's groups.
         kernel_size: kernel size of the part, odd and at least every level's kernel size.
     """
 
     level_indices: tuple[int, ...]
-    kind: str = "conv"
     groups: int = 1
     kernel_size: int = 3
 
@@ -64,15 +59,9 @@ def pyconv_plan(kernel_sizes: Sequence[int], groups: Sequence[int], mode: str) -
 
     Modes:
 
-    * ``"reference"``: one ``"conv"`` part per level, as the reference (used to count its MACs);
+    * ``"reference"``: one part per level, as the reference (the CPU runtimes' export, and its MACs);
     * ``"ungrouped"``: one dense convolution per level (groups expanded block-diagonally, kernels kept);
-    * ``"dense"``: one dense convolution for the whole pyramid (largest kernel, one group);
-    * ``"grouped"``: one dense convolution for the one-group levels and one for the grouped levels, with the
-      greatest common divisor of their groups (two launches);
-    * ``"split"``: one dense convolution for the levels with at most 4 groups, each other level on its own
-      (grouped, as in the reference);
-    * ``"depthwise"``: one dense convolution for the one-group levels and one depthwise convolution for the
-      grouped levels.
+    * ``"dense"``: one dense convolution for the whole pyramid (largest kernel, one group).
 
     Args:
         kernel_sizes: kernel size of each level.
@@ -91,29 +80,14 @@ def pyconv_plan(kernel_sizes: Sequence[int], groups: Sequence[int], mode: str) -
     def conv(indices: Sequence[int], g: int | None = None) -> PyConvPart:
         indices = tuple(indices)
         g = math.gcd(*(groups[i] for i in indices)) if g is None else g
-        return PyConvPart(indices, "conv", g, max(kernel_sizes[i] for i in indices))
+        return PyConvPart(indices, g, max(kernel_sizes[i] for i in indices))
 
-    dense_levels = [i for i in range(n) if groups[i] == 1]
-    grouped_levels = [i for i in range(n) if groups[i] > 1]
     if mode == "reference":
         return tuple(conv([i]) for i in range(n))
     if mode == "ungrouped":
         return tuple(conv([i], 1) for i in range(n))
     if mode == "dense":
         return (conv(range(n), 1),)
-    if mode == "grouped":
-        if not dense_levels or not grouped_levels or conv(grouped_levels).groups == 1:
-            return (conv(range(n)),)
-        return conv(dense_levels), conv(grouped_levels)
-    if mode == "split":
-        small = [i for i in range(n) if groups[i] <= SPLIT_MAX_GROUPS]
-        rest = tuple(conv([i]) for i in range(n) if groups[i] > SPLIT_MAX_GROUPS)
-        return ((conv(small, 1),) if small else ()) + rest
-    if mode == "depthwise":
-        parts = (conv(dense_levels, 1),) if dense_levels else ()
-        if grouped_levels:
-            parts += (PyConvPart(tuple(grouped_levels), "depthwise", 1, max(kernel_sizes[i] for i in grouped_levels)),)
-        return parts
     raise ValueError(f"unknown PyConv mode {mode!r}; choose one of {', '.join(PYCONV_MODES)}.")
 
 
@@ -134,15 +108,12 @@ def plan_macs(
         spatial_dims: number of spatial dimensions.
 
     Returns:
-        the MACs of all parts for one output position (the depthwise parts' sums are not counted).
+        the MACs of all parts for one output position.
     """
     total = 0
     for part in plan:
         taps = part.kernel_size**spatial_dims
-        if part.kind == "depthwise":
-            total += sum(in_channels * (level_channels[i] // groups[i]) for i in part.level_indices) * taps
-        else:
-            total += sum(level_channels[i] for i in part.level_indices) * (in_channels // part.groups) * taps
+        total += sum(level_channels[i] for i in part.level_indices) * (in_channels // part.groups) * taps
     return total
 
 
@@ -238,7 +209,7 @@ class FastPyConv(nn.Module):
         self._check(plan)
         self.plan = plan
         # one dense convolution over the levels in order: its output is the result, no concatenation
-        self._single = len(plan) == 1 and plan[0].kind == "conv" and plan[0].groups == 1
+        self._single = len(plan) == 1 and plan[0].groups == 1
         self._single = self._single and plan[0].level_indices == tuple(range(len(self.levels)))
 
     @property
@@ -255,20 +226,16 @@ class FastPyConv(nn.Module):
         if seen != list(range(len(self.kernel_sizes))):
             raise ValueError(f"a PyConv plan must cover each of its {len(self.kernel_sizes)} levels once, got {plan}.")
         for part in plan:
-            if part.kind not in ("conv", "depthwise"):
-                raise ValueError(f"unknown part kind {part.kind!r}: 'conv' or 'depthwise'.")
             for i in part.level_indices:
                 k, g = self.kernel_sizes[i], self.groups[i]
                 if part.kernel_size < k or (part.kernel_size - k) % 2:
                     raise ValueError(f"part {part} cannot hold level {i} (kernel {k}).")
-                if part.kind == "conv" and (part.groups < 1 or g % part.groups):
+                if part.groups < 1 or g % part.groups:
                     raise ValueError(f"part {part} cannot hold level {i} ({g} groups).")
 
     def extra_repr(self) -> str:
         parts = ", ".join(
-            f"{p.kind}(level_indices={list(p.level_indices)}, "
-            + (f"groups={p.groups}, " if p.kind == "conv" else "")
-            + f"kernel={p.kernel_size})"
+            f"conv(level_indices={list(p.level_indices)}, groups={p.groups}, kernel={p.kernel_size})"
             for p in self.plan
         )
         return f"mode={self.mode!r}, plan=[{parts}]"
@@ -280,26 +247,19 @@ class FastPyConv(nn.Module):
     def part_weight(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The fused weight and bias of part ``index``, built from the reference parameters (differentiable).
 
-        A ``"conv"`` part's output channels are super-group major: for each of its ``groups`` groups, the channels
-        of that group of each level in turn. A ``"depthwise"`` part's weight is ``(in_channels * multiplier, 1,
-        *kernel)``, the multiplier holding each level's channels per group in turn; its bias is added after the sums.
+        The part's output channels are super-group major: for each of its ``groups`` groups, the channels of that
+        group of each level in turn.
         """
         part = self.plan[index]
         weights, biases = [], []
         for i in part.level_indices:
             level = self.levels[i]
             pad = (part.kernel_size - self.kernel_sizes[i]) // 2
-            if part.kind == "conv":
-                w = pad_kernel(expand_groups(level.weight, self.groups[i], part.groups), pad)
-                weights.append(w.unflatten(0, (part.groups, -1)))
-                if level.bias is not None:
-                    biases.append(level.bias.unflatten(0, (part.groups, -1)))
-            else:  # (g * m, cin_g, *k) -> (in_channels, m, *k): input channel j * cin_g + s, multiplier t
-                w = level.weight.unflatten(0, (self.groups[i], -1)).transpose(1, 2).flatten(0, 1)
-                weights.append(pad_kernel(w, pad))
+            w = pad_kernel(expand_groups(level.weight, self.groups[i], part.groups), pad)
+            weights.append(w.unflatten(0, (part.groups, -1)))
+            if level.bias is not None:
+                biases.append(level.bias.unflatten(0, (part.groups, -1)))
         weight = weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)
-        if part.kind == "depthwise":
-            return weight.flatten(0, 1).unsqueeze(1), None
         bias = None if not biases else (biases[0] if len(biases) == 1 else torch.cat(biases, dim=1)).flatten()
         return weight.flatten(0, 1), bias
 
@@ -308,31 +268,14 @@ class FastPyConv(nn.Module):
         pieces: list[list[torch.Tensor]] = [[] for _ in self.levels]  # views of the outputs, by reference level
         for index, part in enumerate(self.plan):
             weight, bias = self.part_weight(index)
-            pad = part.kernel_size // 2
-            if part.kind == "conv":
-                y = conv_fn(x, weight, bias, self.stride, pad, 1, part.groups)
-                if self._single:
-                    return y
-                y = y.unflatten(1, (part.groups, -1))  # (N, groups, channels of each level per group, ...)
-                off = 0
-                for i in part.level_indices:
-                    c = self.level_channels[i] // part.groups
-                    pieces[i].extend(y[:, j].narrow(1, off, c) for j in range(part.groups))
-                    off += c
-            else:  # (N, in_channels * multiplier, ...): per group g, input channel s, level channel t
-                y = conv_fn(x, weight, None, self.stride, pad, 1, self.in_channels)
-                dim = 1
-                if y.dim() > 3 and y.stride(1) == 1 and y.shape[1] > 1:  # channels last: sum in that layout, keep it
-                    y, dim = y.movedim(1, -1), y.dim() - 1
-                multiplier = sum(self.level_channels[i] // self.groups[i] for i in part.level_indices)
-                off = 0
-                for i in part.level_indices:
-                    g, c = self.groups[i], self.level_channels[i] // self.groups[i]
-                    z = y.unflatten(dim, (g, self.in_channels // g, multiplier)).narrow(dim + 2, off, c)
-                    z = z.sum(dim + 1).flatten(dim, dim + 1).movedim(dim, 1)
-                    if self.levels[i].bias is not None:
-                        z = z + self.levels[i].bias.reshape(-1, *([1] * self.spatial_dims))
-                    pieces[i].append(z)
-                    off += c
+            y = conv_fn(x, weight, bias, self.stride, part.kernel_size // 2, 1, part.groups)
+            if self._single:
+                return y
+            y = y.unflatten(1, (part.groups, -1))  # (N, groups, channels of each level per group, ...)
+            off = 0
+            for i in part.level_indices:
+                c = self.level_channels[i] // part.groups
+                pieces[i].extend(y[:, j].narrow(1, off, c) for j in range(part.groups))
+                off += c
         flat = [p for level in pieces for p in level]
         return flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
