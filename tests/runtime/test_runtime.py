@@ -360,15 +360,13 @@ def test_masks_equal_torch_on_real_validation_slices(shared_data, bundle):
 
 
 def _bundle_with_runtime_key(tmp_path: Path, bundle: str) -> Path:
-    """A copy of a bundle whose inference.json passes ``runtime`` to its predictor (what issue 12 asks of configs)."""
+    """A copy of a bundle, whose inference.json passes ``runtime`` to its ``RuntimeHandler`` (what issue 12 asks of
+    configs; the shipped configs do)."""
     target = tmp_path / bundle
     shutil.copytree(REPO / "bundles" / bundle, target, ignore=shutil.ignore_patterns("eval", "*.onnx"))
-    path = target / "configs" / "inference.json"
-    config = json.loads(path.read_text())
-    pid = next(k for k, v in config.items() if isinstance(v, dict) and "Predictor" in str(v.get("_target_", "")))
-    config["runtime"] = "auto"
-    config[pid]["runtime"] = "@runtime"
-    path.write_text(json.dumps(config, indent=4))
+    config = json.loads((target / "configs" / "inference.json").read_text())
+    (handler,) = [h for h in config["handlers"] if isinstance(h, dict) and h["_target_"].endswith("RuntimeHandler")]
+    assert config["runtime"] == "auto" and handler["runtime"] == "@runtime"
     return target
 
 

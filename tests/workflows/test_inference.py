@@ -58,7 +58,8 @@ def expected_mask(image: np.ndarray, bias: float = BIAS) -> np.ndarray:
 
 def run(bundle: str, data: Path, out: Path, ckpt: Path, **overrides):
     """The bundle's inference.json run (as ``pyconv-monai segment``); re-raises the cause MONAI wraps."""
-    values = {"network_def": CONV, "ckpt_file": str(ckpt), "progress": False, "device": "cpu", **overrides}
+    values = {"network_def": CONV, "ckpt_file": str(ckpt), "progress": False, "device": "cpu",
+              "runtime_options": {"precision": "fp32"}, **overrides}  # fmt: skip  (exact masks: the fp32 path)
     try:
         return segment(data, out, bundle, values, configure_logging=False)
     except RuntimeError as e:
