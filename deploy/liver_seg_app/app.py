@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -161,8 +160,9 @@ class LiverSegApp(Application):
         if not empty:
             return input_path
         logging.warning(
-            f"{input_path}: {len(empty)} file(s) with an empty Study/Series/SOP Instance UID, SOP Class UID or SeriesNumber (e.g. "
-            f"{empty[0]}); the SDK's DICOM loader would drop them, so a temporary copy with filled UIDs is loaded"
+            f"{input_path}: {len(empty)} file(s) with an empty Study/Series/SOP Instance UID, SOP Class UID or "
+            f"SeriesNumber (e.g. {empty[0]}); the SDK's DICOM loader would drop them, so a temporary copy with "
+            "filled UIDs is loaded"
         )
         self._scratch = tempfile.TemporaryDirectory(prefix="liver_seg_app_")
         return copy_with_uids(input_path, Path(self._scratch.name) / "dicom")
