@@ -1,8 +1,9 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What the bundles' configs call: transform recipes, the data-set check, distributed set-up, the inference engine
-(:class:`SegmentationEvaluator`) and its handlers; ``export`` checks and zips a bundle."""
+"""What the bundles' configs call: transform recipes, the data-set check, distributed set-up, the training engine
+(:class:`SegmentationTrainer`), the inference engine (:class:`SegmentationEvaluator`) and its handlers; ``export``
+checks and zips a bundle."""
 
 from pyconv_monai.utils import as_bool
 
@@ -19,12 +20,14 @@ from .inference import (
     require_cases,
 )
 from .recipes import augmentation, case_names, load_transforms
+from .training import SegmentationTrainer
 
 __all__ = [
     "InferenceError",
     "OutputFolderLock",
     "RuntimeHandler",
     "SegmentationEvaluator",
+    "SegmentationTrainer",
     "VolumeTableWriter",
     "TrainingSetupError",
     "as_bool",
