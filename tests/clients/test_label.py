@@ -29,7 +29,7 @@ def test_bundle_infer_task_gives_segments_mask(label_python, shared_data, tmp_pa
     path = shared_data / source
     if path.suffix == ".tif":  # the first 4 pages of the real stack: the same recipe, a quarter of the time
         path = tmp_path / "em.tif"
-        tifffile.imwrite(path, tifffile.imread(shared_data / source)[:4])
+        tifffile.imwrite(path, tifffile.imread(shared_data / source)[:4], photometric="minisblack")  # 4 pages, not RGBA
     bundle_dir = tmp_path / bundle
     shutil.copytree(REPO / "bundles" / bundle, bundle_dir, ignore=shutil.ignore_patterns("eval"))
     before = sorted(p.relative_to(bundle_dir) for p in bundle_dir.rglob("*"))
@@ -42,8 +42,8 @@ def test_bundle_infer_task_gives_segments_mask(label_python, shared_data, tmp_pa
     by_label = np.load(answer["label"])
     assert sorted(p.relative_to(bundle_dir) for p in bundle_dir.rglob("*")) == before  # nothing written there
 
-    rows = segment(path, tmp_path / "out", bundle, {"progress": False, "device": "cpu", "dicom_seg": False},
-                   configure_logging=False)  # fmt: skip
+    values = {"progress": False, "device": "cpu", "dicom_seg": False, "runtime_options": {"precision": "fp32"}}
+    rows = segment(path, tmp_path / "out", bundle, values, configure_logging=False)
     written = tmp_path / "out" / rows[0]["mask"]
     if written.suffix == ".tif":
         expected = np.moveaxis(tifffile.imread(written), 0, -1) > 0
