@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from pyconv_monai.utils import atomic_write
 
 __all__ = ["REPO", "command_line", "dice", "markdown_table", "print_and_write", "shared_data", "write_text"]

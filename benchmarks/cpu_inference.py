@@ -51,13 +51,14 @@ from pydicom.uid import generate_uid
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, command_line, dice, markdown_table, print_and_write, shared_data
-from benchmarks.machine import cpu_cores, cpu_model, load_average
 from pyconv_monai.cli import segment
 from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.networks import get_network
 from pyconv_monai.runtime import available_runtimes, fuse_for_inference, select_runtime
 from pyconv_monai.transforms import CTWindow
+
+from benchmarks.common import REPO, command_line, dice, markdown_table, print_and_write, shared_data
+from benchmarks.machine import cpu_cores, cpu_model, load_average
 
 BUNDLES = ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation")
 LAYOUT_FOLDER = {"lung_ct_2d": "lung_ct_2d", "liver_ct_2d": "liver_ct_2d", "isbi2012_em": "isbi2012_em"}
@@ -290,9 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
     parser.add_argument("--threads", type=int, default=2, help="threads of torch and the runtimes")
     parser.add_argument("--torch-mode", default="dense", help="PyConv plan of the fused torch row")
-    parser.add_argument("--modes", default="auto", type=lambda s: s.split(","),
-                        help="PyConv fusions of the exported PyConvU-Net to time, e.g. reference,ungrouped,dense "
-                        "(auto: select_runtime's choice per runtime and precision)")
+    parser.add_argument(
+        "--modes",
+        default="auto",
+        type=lambda s: s.split(","),
+        help="PyConv fusions of the exported PyConvU-Net to time, e.g. reference,ungrouped,dense "
+        "(auto: select_runtime's choice per runtime and precision)",
+    )
     parser.add_argument("--study-slices", type=int, default=300, help="slices of the end-to-end study (0: skip)")
     parser.add_argument("--study-runtimes", default="auto,onnxruntime", type=lambda s: [r for r in s.split(",") if r])
     parser.add_argument("--dice", action="store_true", help="also measure validation Dice, fp32 against bf16")

@@ -36,8 +36,6 @@ from monai.utils import set_determinism
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, command_line, markdown_table, shared_data, write_text
-from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import (
     BinarizeLabeld,
@@ -48,6 +46,9 @@ from pyconv_monai.transforms import (
     pyconvunet_augmentation,
     unet_augmentation,
 )
+
+from benchmarks.common import REPO, command_line, markdown_table, shared_data, write_text
+from benchmarks.machine import cpu_model, load_average
 
 GPU_RATE = 600.0  # slices/s one GPU consumes (U-Net, H100, bf16 compiled: ../shared/notes/gpu-measurements.md)
 

@@ -49,10 +49,11 @@ from monai.transforms import Compose, SaveImaged
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
-from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.networks import get_network
 from pyconv_monai.writers import series_headers, write_dicom_seg, write_nifti_mask
+
+from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
+from benchmarks.machine import cpu_model, load_average
 
 BUNDLES = {"lung": "lung_ct_segmentation", "liver": "liver_ct_segmentation"}
 

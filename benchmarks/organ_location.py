@@ -37,10 +37,11 @@ from scipy import ndimage
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, dice, markdown_table, shared_data
 from pyconv_monai.cli import segment
 from pyconv_monai.data.geometry import geometry_mismatch
 from pyconv_monai.transforms import LoadVolume
+
+from benchmarks.common import REPO, dice, markdown_table, shared_data
 
 # what "lies where the organ is" means here, per reference (see the module docstring)
 CRITERIA: dict[str, dict[str, float]] = {

@@ -115,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
     command = command_line(["benchmarks/profile_step.py", *(sys.argv[1:] if argv is None else argv)])
-    parts = [f"Profile of one training step (`{command}`): {args.size}×{args.size}, batch {args.batch_size}, bf16 "
-             "autocast, channels_last, Adam; self time per kernel, summed over the profiled steps ÷ steps.\n"]
+    parts = [
+        f"Profile of one training step (`{command}`): {args.size}×{args.size}, batch {args.batch_size}, bf16 "
+        "autocast, channels_last, Adam; self time per kernel, summed over the profiled steps ÷ steps.\n"
+    ]
     for spec in [m.strip() for m in args.models.split(",") if m.strip()]:
         try:
             parts.append(profile_model(spec, args))

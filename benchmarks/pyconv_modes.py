@@ -25,10 +25,11 @@ import torch.nn.functional as F
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import markdown_table
-from benchmarks.machine import cpu_cores, cpu_model
 from pyconv_monai.networks import PyConvUNet, optimize_pyconv
 from pyconv_monai.networks.blocks import PYCONV_MODES
+
+from benchmarks.common import markdown_table
+from benchmarks.machine import cpu_cores, cpu_model
 
 
 def _sync(device: torch.device) -> None:

@@ -32,10 +32,11 @@ import torch
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
-from benchmarks.cpu_inference import ct_slices, machine
 from pyconv_monai.networks import get_network
 from pyconv_monai.runtime import export_onnx
+
+from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
+from benchmarks.cpu_inference import ct_slices, machine
 
 __all__ = ["profile_openvino", "profile_onnxruntime", "main"]
 

@@ -34,11 +34,12 @@ from monai.transforms import Orientation
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, dice, markdown_table, print_and_write, shared_data
-from benchmarks.machine import cpu_model, load_average
 from pyconv_monai.cli import segment
 from pyconv_monai.data import geometry_mismatch, tracking_meta
 from pyconv_monai.transforms import LoadVolume, in_plane_spacing
+
+from benchmarks.common import command_line, dice, markdown_table, print_and_write, shared_data
+from benchmarks.machine import cpu_model, load_average
 
 # (name, input, label file, liver class) of the labelled real CTs in ../shared/data (see its README)
 CASES = [

@@ -18,8 +18,15 @@ from typing import Any
 from benchmarks.table2_protocol import DATASETS, config_file, repo_relative
 from benchmarks.table2_results import class_iou
 
-__all__ = ["bundle_parser", "count_cases", "evaluate_cell", "figure_case", "history_from_events", "read_scalars",
-           "split_sizes"]
+__all__ = [
+    "bundle_parser",
+    "count_cases",
+    "evaluate_cell",
+    "figure_case",
+    "history_from_events",
+    "read_scalars",
+    "split_sizes",
+]
 
 
 def bundle_parser(dataset: str, overrides: dict[str, str], evaluate: bool) -> Any:

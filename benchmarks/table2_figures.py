@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyconv_monai.utils import atomic_write
+
 from benchmarks.table2_protocol import DATASETS, MODEL_LABELS, MODELS
 from benchmarks.table2_results import read_history, read_results
-from pyconv_monai.utils import atomic_write
 
 __all__ = ["FIGURES", "draw_figures", "plot_cell_curves", "plot_curves", "plot_predictions"]
 

@@ -15,8 +15,17 @@ from typing import Any
 
 from benchmarks.table2_protocol import SETTING_KEYS
 
-__all__ = ["HISTORY_FIELDS", "RESULTS", "SETTINGS", "append_result", "check_settings", "class_iou", "read_history",
-           "read_results", "write_history"]
+__all__ = [
+    "HISTORY_FIELDS",
+    "RESULTS",
+    "SETTINGS",
+    "append_result",
+    "check_settings",
+    "class_iou",
+    "read_history",
+    "read_results",
+    "write_history",
+]
 
 
 RESULTS = "results.jsonl"

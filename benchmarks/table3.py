@@ -22,9 +22,10 @@ from torch.utils.flop_counter import FlopCounterMode
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_and_write
 from pyconv_monai.networks import get_network, list_networks
 from pyconv_monai.networks.nets import ValidUNet
+
+from benchmarks.common import print_and_write
 
 __all__ = ["PAPER_TABLE3", "Complexity", "count_parameters", "count_macs", "complexity_table", "format_table", "main"]
 

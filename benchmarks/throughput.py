@@ -53,13 +53,7 @@ from benchmarks.table3 import count_macs
 __all__ = ["DEFAULT_MODELS", "build_model", "measure", "format_table", "main"]
 
 EM_DIR = REPO / "data" / "isbi2012_em"
-DEFAULT_MODELS: tuple[str, ...] = (
-    "unet",
-    "pyconvunet",
-    "pyconvunet:ungrouped",
-    "pyconvunet:dense",
-    "pyconvunet:auto",
-)
+DEFAULT_MODELS: tuple[str, ...] = ("unet", "pyconvunet", "pyconvunet:ungrouped", "pyconvunet:dense", "pyconvunet:auto")
 QUICK_MODELS = "unet,pyconvunet,pyconvunet:ungrouped,pyconvunet:dense,pyconvunet:auto"
 PHASES = ("train", "epoch", "infer")  # in this order: the epochs reuse the training phase's tuning and compile
 RESULT_TAG = "@@THROUGHPUT_RESULT@@"

@@ -206,8 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except FileNotFoundError:
             config = None  # segment() reports the unknown bundle
         if config is not None and not _passes_runtime(config):
-            print(f"pyconv-monai: error: {config} does not pass the runtime to its RuntimeHandler (needs "
-                  '"runtime": "auto" and "runtime": "@runtime" among the RuntimeHandler\'s arguments)', file=sys.stderr)
+            print(
+                f"pyconv-monai: error: {config} does not pass the runtime to its RuntimeHandler (needs "
+                '"runtime": "auto" and "runtime": "@runtime" among the RuntimeHandler\'s arguments)',
+                file=sys.stderr,
+            )
             return 2
         overrides["runtime"] = args.runtime
     try:

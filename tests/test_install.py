@@ -21,8 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from pyconv_monai.visualize.overlay import display_volume
+
 from tests.conftest import EMBEDDED_DATA, REPO
 
 SERIES = EMBEDDED_DATA / "ct_dicom_totalseg" / "dicom"

@@ -80,7 +80,6 @@ def test_main_job_writes_mask_dicom_seg_and_a_plausible_liver_volume(main_job_ru
     """~2 minutes on 2 CPU cores: 20 slices of 512x512 through PyConvU-Net."""
     import nibabel as nib
     import pydicom
-
     from pyconv_monai.visualize.overlay import display_volume
 
     out, _, log = main_job_run
@@ -124,7 +123,6 @@ def test_main_job_run_again_overwrites_nothing_and_says_why(main_job_run):
 @pytest.mark.slow
 def test_overlay_picture_of_the_main_job(main_job_run, tmp_path):
     from PIL import Image
-
     from pyconv_monai.visualize.overlay import main as overlay_main
     from pyconv_monai.visualize.overlay import write_overlay
 

@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Sequence
 
 import pydicom
-
 from pyconv_monai.utils import TEMP_PREFIX, UniqueNames, safe_name
 
 from .dicom import DicomSeries, file_problem, find_dicom_series, is_dicom_file

@@ -342,9 +342,7 @@ def _unreadable_listing(unreadable: dict[str, str], limit: int = 3) -> str:
     return shown + (f"; and {len(unreadable) - limit} more" if len(unreadable) > limit else "")
 
 
-def _select_series(
-    found: list[DicomSeries], root: str, series_uid: str | None, recursive: bool = True
-) -> DicomSeries:
+def _select_series(found: list[DicomSeries], root: str, series_uid: str | None, recursive: bool = True) -> DicomSeries:
     if not found:
         unreadable = _candidate_files(root, recursive)[1] if os.path.isdir(root) else {}
         if unreadable:
@@ -431,9 +429,7 @@ def _check_one_acquisition(headers: Sequence[pydicom.Dataset], files: Sequence[s
         return
     number, first, second = repeated[0]
     acquisitions = [str(h.get("AcquisitionNumber", "") or "?") for h in headers]
-    by_acquisition = (
-        f"; AcquisitionNumber {_distinct(acquisitions, files)}" if len(set(acquisitions)) > 1 else ""
-    )
+    by_acquisition = f"; AcquisitionNumber {_distinct(acquisitions, files)}" if len(set(acquisitions)) > 1 else ""
     raise ValueError(
         f"{where}: {len(repeated)} InstanceNumber(s) repeated within one SeriesInstanceUID, e.g. {number} in {first} "
         f"and {second}{by_acquisition}: the series holds more than one acquisition (or copies of slices), whose "

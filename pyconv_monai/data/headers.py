@@ -150,9 +150,7 @@ def _raw_header(path: str, loaded: nib.Nifti1Header) -> nib.Nifti1Header:
 
 
 def check_nifti_header(
-    path: str | os.PathLike,
-    assume_spacing: str | Sequence[float] | None = None,
-    max_voxels: int = MAX_VOXELS,
+    path: str | os.PathLike, assume_spacing: str | Sequence[float] | None = None, max_voxels: int = MAX_VOXELS
 ) -> AssumedGeometry | None:
     """Check a NIfTI file's header (no pixel data is read): a size the file can hold, and a stored geometry.
 

@@ -18,7 +18,6 @@ import ignite.distributed as idist
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
-
 from pyconv_monai.utils import preserve_existing
 
 __all__ = ["AtomicCheckpointSaver", "AtomicDiskSaver"]

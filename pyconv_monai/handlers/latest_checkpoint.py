@@ -11,7 +11,6 @@ from typing import Any
 
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
-
 from pyconv_monai.handlers.checkpoint_saver import AtomicCheckpointSaver
 from pyconv_monai.utils import as_bool
 

@@ -15,7 +15,6 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import is_scalar
-
 from pyconv_monai.utils import preserve_existing
 
 __all__ = ["MetricsHistorySaver"]

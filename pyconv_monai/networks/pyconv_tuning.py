@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 from monai.networks.utils import replace_modules
-
 from pyconv_monai.networks.blocks.pyconv import PyConv
 from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
 

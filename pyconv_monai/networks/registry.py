@@ -11,7 +11,6 @@ from typing import Any
 
 import torch.nn as nn
 from monai.networks.nets import AttentionUnet, BasicUNet, FlexibleUNet
-
 from pyconv_monai.networks.nets import DivisiblePadNet, FCN8s, PyConvUNet, UNetPlusPlus, ValidUNet
 
 __all__ = ["NetworkSpec", "NETWORKS", "get_network", "list_networks"]

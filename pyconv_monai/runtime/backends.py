@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-
 from pyconv_monai.runtime.cache import ONNX_CACHE_ENV, read_verified, resolve_cache_dir, write_verified
 from pyconv_monai.runtime.checks import check_finite_weights
 from pyconv_monai.runtime.fuse import FUSE_MODES, fuse_for_inference

@@ -20,7 +20,6 @@ import copy
 import torch
 import torch.nn as nn
 from monai.networks.utils import replace_modules
-
 from pyconv_monai.networks.blocks.pyconv import PyConv, PyConvNormAct
 from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
 

@@ -18,7 +18,6 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, InvertibleTransform, MapTransform
 from monai.utils import TraceKeys, ensure_tuple
-
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 
 __all__ = ["ByGeometryd", "has_geometry"]

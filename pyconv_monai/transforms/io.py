@@ -28,7 +28,6 @@ from monai.config import DtypeLike, KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, Orientation, ResampleToMatch, Transform
 from monai.utils import ImageMetaKey, TransformBackends
-
 from pyconv_monai.data.formats import GEOMETRY_KINDS, get_reader, image_kind
 from pyconv_monai.data.geometry import geometry_mismatch, take_slice
 from pyconv_monai.data.headers import MAX_VOXELS, check_nifti_header, check_nrrd_header, parse_spacing

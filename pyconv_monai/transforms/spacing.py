@@ -21,7 +21,6 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, Spacing, SpatialResample
 from monai.utils import TraceKeys, ensure_tuple_rep
-
 from pyconv_monai.data.formats import GEOMETRY_KINDS, image_kind
 from pyconv_monai.data.meta import tracking_meta
 

@@ -21,11 +21,10 @@ import nibabel as nib
 import numpy as np
 from monai.transforms import LoadImage
 from PIL import Image
-from scipy.ndimage import binary_erosion
-
 from pyconv_monai.data.formats import get_reader
 from pyconv_monai.data.meta import tracking_meta
 from pyconv_monai.utils import atomic_write
+from scipy.ndimage import binary_erosion
 
 __all__ = ["display_volume", "overlay_slice", "write_overlay", "main"]
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from monai.bundle import ConfigParser
-
 from pyconv_monai.networks import list_networks
 from pyconv_monai.transforms import LoadVolume
 

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from monai.handlers import CheckpointLoader, LrScheduleHandler, ValidationHandler
-from torch.nn.parallel import DistributedDataParallel
-
 from pyconv_monai.handlers import AtomicCheckpointSaver, LatestCheckpointHandler, ValidationEarlyStopHandler
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["init_distributed", "distributed_device", "ddp", "rank", "is_main_process", "main_process_only"]
 

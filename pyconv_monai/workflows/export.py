@@ -40,10 +40,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyconv_monai
 import torch
 from monai.handlers import CheckpointLoader
-
-import pyconv_monai
 from pyconv_monai.utils import bundles_root
 from pyconv_monai.workflows.inference import load_checkpoint
 

@@ -39,15 +39,14 @@ from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import apply_transform
 from monai.utils import TraceKeys
-
 from pyconv_monai.data import SUPPORTED_FORMATS
 from pyconv_monai.data.dataset import error_message
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 from pyconv_monai.data.meta import tracking_meta
 from pyconv_monai.handlers import load_checkpoint
-from pyconv_monai.runtime import RUNTIMES
+from pyconv_monai.runtime import RUNTIMES, check_finite_logits
 from pyconv_monai.runtime import runtime_options as runtime_options_of
-from pyconv_monai.runtime import check_finite_logits, select_runtime
+from pyconv_monai.runtime import select_runtime
 from pyconv_monai.utils import as_bool, atomic_write, output_path, remove_stale_temps
 from pyconv_monai.writers import case_outputs, write_csv
 
@@ -74,7 +73,7 @@ class InferenceError(RuntimeError):
         rows: the per-case results, as written to ``volumes.csv``.
     """
 
-    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:  # noqa: B042  (rows are kept as an attribute, not pickled args)
         super().__init__(message)
         self.rows = list(rows)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from monai.transforms import AsDiscreted, RandSpatialCropd
 from monai.utils import ensure_tuple
-
 from pyconv_monai.transforms import BinarizeLabeld, LoadSlice2Dd, pyconvunet_augmentation, unet_augmentation
 
 __all__ = ["load_transforms", "augmentation", "case_names"]

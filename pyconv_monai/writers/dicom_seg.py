@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.uid import generate_uid
-
 from pyconv_monai import __version__
 from pyconv_monai.data import sorted_series_headers
 from pyconv_monai.utils import atomic_write, lazy_module
+from pydicom.uid import generate_uid
 
 # pydicom.sr loads its concept dictionary on import (about 1.8 s on a busy 2-core machine): only when a SEG is written
 sr_coding = lazy_module("pydicom.sr.coding")

@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import tifffile
 from monai.data import NibabelWriter, PILWriter
-
 from pyconv_monai.utils import atomic_write
 
 __all__ = ["MASK_SUFFIXES", "mask_suffix", "write_nifti_mask", "write_png_mask", "write_tiff_mask"]

@@ -22,7 +22,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import SaveImaged
-
 from pyconv_monai.data.formats import GEOMETRY_KINDS
 from pyconv_monai.utils import as_bool, output_path
 

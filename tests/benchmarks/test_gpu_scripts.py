@@ -35,12 +35,32 @@ def test_bundle_epochs_overrides_and_table(tmp_path):
     assert "optimize_pyconv(@network_def, 'dense')" in without_key["network"]
     assert "pyconv_mode" not in be._overrides({"pyconv_mode": "x"}, "unet", args, tmp_path)
     rows = [
-        {"model": "unet", "pyconv_modes": {}, "train_slices": 302, "val_slices": 76, "batch_size": 5, "setup_s": 20.0,
-         "epoch_s": [9.0, 4.0, 6.0], "first_s": 9.0, "median_later_s": 5.0, "extrapolated_50_s": 254.0,
-         "best_val_dice": 0.5},
-        {"model": "pyconvunet:ungrouped", "pyconv_modes": {"ungrouped": 18}, "train_slices": 302, "val_slices": 76,
-         "batch_size": 5, "setup_s": 20.0, "epoch_s": [12.0, 2.5, 2.5], "first_s": 12.0, "median_later_s": 2.5,
-         "extrapolated_50_s": 134.0, "best_val_dice": None},
+        {
+            "model": "unet",
+            "pyconv_modes": {},
+            "train_slices": 302,
+            "val_slices": 76,
+            "batch_size": 5,
+            "setup_s": 20.0,
+            "epoch_s": [9.0, 4.0, 6.0],
+            "first_s": 9.0,
+            "median_later_s": 5.0,
+            "extrapolated_50_s": 254.0,
+            "best_val_dice": 0.5,
+        },
+        {
+            "model": "pyconvunet:ungrouped",
+            "pyconv_modes": {"ungrouped": 18},
+            "train_slices": 302,
+            "val_slices": 76,
+            "batch_size": 5,
+            "setup_s": 20.0,
+            "epoch_s": [12.0, 2.5, 2.5],
+            "first_s": 12.0,
+            "median_later_s": 2.5,
+            "extrapolated_50_s": 134.0,
+            "best_val_dice": None,
+        },
         {"model": "pyconvunet:dense", "error": "RuntimeError: boom"},
     ]
     table = be.format_table(rows, "header")
@@ -53,8 +73,26 @@ def test_bundle_epochs_overrides_and_table(tmp_path):
 
 def test_profile_step_table_on_cpu(tmp_path):
     out = tmp_path / "profile.md"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--device", "cpu", "--models", "unet",
-           "--size", "16", "--batch-size", "2", "--warmup", "1", "--steps", "1", "--top", "3", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "profile_step.py"),
+        "--device",
+        "cpu",
+        "--models",
+        "unet",
+        "--size",
+        "16",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--top",
+        "3",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     text = out.read_text()
     assert "### unet:" in text and "ms of CPU time per step" in text

@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-
 from pyconv_monai.networks import PyConvUNet
 from pyconv_monai.runtime import available_runtimes, export_onnx
+
 from tests.conftest import REPO
 
 

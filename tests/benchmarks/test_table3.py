@@ -1,9 +1,9 @@
 """``benchmarks/table3.py``: parameters and MACs of every network (the paper's Table 3) and the committed table."""
 
 import pytest
+from pyconv_monai.networks import PyConvUNet
 
 from benchmarks.table3 import PAPER_TABLE3, complexity_table, count_macs, count_parameters, format_table
-from pyconv_monai.networks import PyConvUNet
 from tests.conftest import REPO
 
 

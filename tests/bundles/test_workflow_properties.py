@@ -95,7 +95,6 @@ def test_a_handler_is_overridden_by_its_id(tmp_path):
     wf.initialize()
     handlers = wf.parser.get_parsed_content("train#handlers")
     from monai.handlers import TensorBoardStatsHandler, ValidationHandler
-
     from pyconv_monai.handlers import ValidationEarlyStopHandler
 
     validation = [h for h in handlers if isinstance(h, ValidationHandler)]
@@ -212,7 +211,6 @@ def test_pyconv_mode_keeps_the_reference_checkpoint_layout(bundle, network_name,
     outputs match the reference mode, and a network without PyConvs (U-Net) is left as it is."""
     from monai.bundle import ConfigParser
     from monai.handlers import CheckpointLoader
-
     from pyconv_monai.networks import pyconv_modes
     from pyconv_monai.workflows import load_checkpoint
 

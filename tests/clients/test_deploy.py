@@ -15,8 +15,8 @@ import zipfile
 import nibabel as nib
 import numpy as np
 import pytest
-
 from pyconv_monai.cli import segment
+
 from tests.clients.conftest import run_client
 from tests.conftest import EMBEDDED_DATA, REPO
 

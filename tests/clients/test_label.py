@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-
 from pyconv_monai.cli import segment
+
 from tests.clients.conftest import run_client
 from tests.conftest import REPO
 

@@ -7,8 +7,8 @@ import re
 import shutil
 
 import pytest
-
 from pyconv_monai.data import find_cases
+
 from tests.conftest import EMBEDDED_DATA
 from tests.dicom_copies import copy_series
 

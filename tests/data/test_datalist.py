@@ -10,7 +10,6 @@ import pytest
 import tifffile
 from monai.data import CacheDataset
 from PIL import Image
-
 from pyconv_monai.data import LAYOUTS, detect_layout, load_datalist, split_datalist
 from pyconv_monai.transforms import BinarizeLabeld, LoadSlice2Dd, pyconvunet_augmentation
 

@@ -10,14 +10,7 @@ import pytest
 import torch
 from monai.data import PydicomReader
 from monai.transforms import LoadImage
-
-from pyconv_monai.data import (
-    DicomSegReader,
-    DicomSeriesReader,
-    find_dicom_series,
-    is_dicom_seg,
-    series_geometry,
-)
+from pyconv_monai.data import DicomSegReader, DicomSeriesReader, find_dicom_series, is_dicom_seg, series_geometry
 from pyconv_monai.transforms import LoadVolumed
 
 

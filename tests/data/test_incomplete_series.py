@@ -13,9 +13,9 @@ import threading
 
 import pydicom
 import pytest
-
 from pyconv_monai.data import DicomSeriesReader, find_cases, find_dicom_series
 from pyconv_monai.transforms import LoadVolume, LoadVolumed
+
 from tests.dicom_copies import copy_series
 
 
@@ -89,8 +89,11 @@ def test_two_acquisitions_in_one_series_refused(dcmqi, tmp_path):
         ds.save_as(path)
     (series,) = find_dicom_series(folder)
     assert len(series.files) == 6
-    with pytest.raises(ValueError, match=r"3 InstanceNumber\(s\) repeated within one SeriesInstanceUID.*"
-                       r"AcquisitionNumber 1 \(3 files.*2 \(3 files.*more than one acquisition"):
+    with pytest.raises(
+        ValueError,
+        match=r"3 InstanceNumber\(s\) repeated within one SeriesInstanceUID.*"
+        r"AcquisitionNumber 1 \(3 files.*2 \(3 files.*more than one acquisition",
+    ):
         LoadVolume()(folder)
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.inferers import SliceInferer
-
 from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import CTWindowd, LoadSlice2Dd, LoadVolumed
 

@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from pyconv_monai.data import load_datalist, split_datalist
 
 

@@ -8,7 +8,6 @@ import time
 import pytest
 import torch
 from ignite.engine import Engine, Events
-
 from pyconv_monai.handlers import AtomicCheckpointSaver, AtomicDiskSaver
 
 
@@ -202,8 +201,14 @@ def test_zero_or_nan_dice_never_replaces_the_shipped_model(tmp_path, scores, cap
     shipped = _shipped(folder)
     net = torch.nn.Linear(2, 1)
     evaluator = _evaluator_with_scores(scores + [0.4])
-    saver = AtomicCheckpointSaver(save_dir=str(folder), save_dict={"model": net}, save_key_metric=True,
-                                  key_metric_name="dice", key_metric_filename="model.pt", keep_existing=True)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(folder),
+        save_dict={"model": net},
+        save_key_metric=True,
+        key_metric_name="dice",
+        key_metric_filename="model.pt",
+        keep_existing=True,
+    )
     saver.attach(evaluator)
     for _ in scores:
         evaluator.run([0])
@@ -214,8 +219,13 @@ def test_zero_or_nan_dice_never_replaces_the_shipped_model(tmp_path, scores, cap
 
 
 def test_zero_dice_is_saved_where_there_are_no_earlier_weights(tmp_path, caplog):
-    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": torch.nn.Linear(2, 1)},
-                                  save_key_metric=True, key_metric_name="dice", key_metric_filename="model.pt")
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path),
+        save_dict={"model": torch.nn.Linear(2, 1)},
+        save_key_metric=True,
+        key_metric_name="dice",
+        key_metric_filename="model.pt",
+    )
     evaluator = _evaluator_with_scores([0.0])
     saver.attach(evaluator)
     evaluator.run([0])

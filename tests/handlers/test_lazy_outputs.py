@@ -6,7 +6,6 @@ import csv
 
 import torch
 from ignite.engine import Engine, Events
-
 from pyconv_monai.handlers import AtomicCheckpointSaver, AtomicDiskSaver, LazySummaryWriter, MetricsHistorySaver
 
 

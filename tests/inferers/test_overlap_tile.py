@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from pyconv_monai.inferers import OverlapTileInferer, mirror_pad
 from pyconv_monai.networks import ValidUNet
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from pyconv_monai.losses import WeightedCrossEntropyLoss
 from pyconv_monai.transforms import BorderWeightMapd
 

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-
 from pyconv_monai.networks import NETWORKS, ValidUNet, get_network
 
 

@@ -14,8 +14,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from benchmarks.table3 import count_macs
 from pyconv_monai.networks import (
     OPTIMIZE_MODES,
     FastPyConv,
@@ -27,6 +25,8 @@ from pyconv_monai.networks import (
 )
 from pyconv_monai.networks.blocks import PYCONV_MODES, PyConvPart, plan_macs, pyconv_plan
 from pyconv_monai.networks.blocks.pyconv_fast import expand_groups, pad_kernel
+
+from benchmarks.table3 import count_macs
 from tests.networks.grad_check import forward_backward, rel_err
 
 FAST_MODES = [m for m in PYCONV_MODES if m != "reference"]

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from pyconv_monai.networks import FCN8s, PyConvUNet, ValidUNet, get_network, list_networks
 from pyconv_monai.networks.nets.wrappers import crop_to, pad_to_multiple, pad_to_size
 

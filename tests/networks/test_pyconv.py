@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from pyconv_monai.networks import PyConv, PyConvNormAct, TwoPyConv
 from pyconv_monai.networks.blocks import pyconv_level_channels
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
-
 from pyconv_monai import cli
 from pyconv_monai.networks import PyConvUNet, get_network, optimize_pyconv
 from pyconv_monai.runtime import (
@@ -33,6 +32,7 @@ from pyconv_monai.runtime import (
     select_runtime,
     weights_sha256,
 )
+
 from tests.conftest import REPO
 
 FAST_RUNTIMES = [r for r in ("onnxruntime", "openvino") if r in available_runtimes()]

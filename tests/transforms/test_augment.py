@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-
 from pyconv_monai.transforms import (
     BinarizeLabeld,
     LoadSlice2Dd,

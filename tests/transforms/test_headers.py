@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from pyconv_monai.data import check_nifti_header, parse_spacing
 from pyconv_monai.transforms import LoadVolume, LoadVolumed
 from pyconv_monai.writers import write_nifti_mask
@@ -145,7 +144,6 @@ def test_parse_spacing():
 def test_tiff_with_mixed_page_sizes_refused(shared_data, tmp_path):
     """Pages 512/256/512 of the real EM stack: refused everywhere, never read as its first page (1 slice)."""
     import tifffile
-
     from pyconv_monai.data import tiff_num_pages
     from pyconv_monai.transforms import LoadSlice2D
 

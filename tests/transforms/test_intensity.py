@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-
 from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import CT_WINDOWS, CTWindow, CTWindowd, LoadSlice2Dd, NormalizeEM, NormalizeEMd
 

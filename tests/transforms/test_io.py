@@ -16,7 +16,6 @@ import torch
 from monai.data import CacheDataset, DataLoader, get_track_meta, set_track_meta
 from monai.transforms import Compose
 from PIL import Image
-
 from pyconv_monai.data import find_dicom_series, load_datalist
 from pyconv_monai.transforms import BinarizeLabeld, LoadSlice2D, LoadSlice2Dd, LoadVolume, LoadVolumed
 

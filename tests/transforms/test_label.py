@@ -5,7 +5,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import AsDiscrete, Compose
-
 from pyconv_monai.data import load_datalist
 from pyconv_monai.transforms import BinarizeLabel, BinarizeLabeld, LoadSlice2Dd, LoadVolumed, MapLabels, MapLabelsd
 from pyconv_monai.workflows import load_transforms

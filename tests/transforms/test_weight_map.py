@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from scipy import ndimage
-
 from pyconv_monai.transforms import BorderWeightMap, BorderWeightMapd, border_weight_map
+from scipy import ndimage
 
 
 def _brute_force(label, w0=10.0, sigma=5.0):

@@ -6,7 +6,6 @@ import os
 import re
 
 import pytest
-
 from pyconv_monai.utils import TEMP_PREFIX, UniqueNames, atomic_write, output_path, remove_stale_temps, safe_name
 
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

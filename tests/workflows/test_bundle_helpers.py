@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigParser
-
 from pyconv_monai.handlers import latest_checkpoint
 from pyconv_monai.utils import as_bool, bundle_dir, bundles_root, list_bundles, preserve_existing
 from pyconv_monai.workflows import require_dataset
+
 from tests.conftest import REPO
 
 

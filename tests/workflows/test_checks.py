@@ -14,7 +14,6 @@ import pytest
 import tifffile
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
-
 from pyconv_monai.data import SafeCacheDataset, load_datalist
 from pyconv_monai.workflows import (
     TrainingSetupError,
@@ -23,6 +22,7 @@ from pyconv_monai.workflows import (
     load_transforms,
     override_problems,
 )
+
 from tests.conftest import EMBEDDED_DATA, REPO
 
 TRAIN_JSON = REPO / "bundles" / "neuron_em_segmentation" / "configs" / "train.json"
@@ -62,8 +62,16 @@ def test_override_problems_name_the_override(config):
     assert override_problems({"epochs": 1.5}, config) == [
         "--epochs 1.5: expected a whole number (the config's default is 50), not a fraction"
     ]
-    good = {"epochs": 2, "batch_size": 4, "progress": "false", "train_datalist": "$@split[0][:8]",
-            "network_def#dropout": 0.1, "train#dataset#cache_rate": 0.5, "network_name": "unet", "config_file": "x"}
+    good = {
+        "epochs": 2,
+        "batch_size": 4,
+        "progress": "false",
+        "train_datalist": "$@split[0][:8]",
+        "network_def#dropout": 0.1,
+        "train#dataset#cache_rate": 0.5,
+        "network_name": "unet",
+        "config_file": "x",
+    }
     assert override_problems(good, config) == []
 
 
@@ -112,8 +120,22 @@ def test_safe_cache_dataset_joins_its_workers_before_raising(tmp_path):
 
 def _train(tmp_path, data, *overrides):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(TRAIN_JSON),
-            "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(data), "--epochs", "1", *overrides]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(TRAIN_JSON),
+        "--bundle_root",
+        str(tmp_path / "bundle"),
+        "--dataset_dir",
+        str(data),
+        "--epochs",
+        "1",
+        *overrides,
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
 

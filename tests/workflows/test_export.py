@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from pyconv_monai.cli import main
 from pyconv_monai.workflows.export import (
     CHECKS,
@@ -27,6 +26,7 @@ from pyconv_monai.workflows.export import (
     zoo_metadata,
     zoo_version,
 )
+
 from tests.conftest import REPO
 
 EM = REPO / "bundles" / "neuron_em_segmentation"

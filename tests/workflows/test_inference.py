@@ -26,10 +26,10 @@ import tifffile
 import torch
 from monai.transforms import Compose
 from PIL import Image
-
 from pyconv_monai.cli import segment
 from pyconv_monai.transforms import CTWindow, LoadSlice2D, LoadVolume
 from pyconv_monai.workflows import InferenceError, load_checkpoint
+
 from tests.conftest import EMBEDDED_DATA, REPO
 from tests.dicom_copies import copy_series
 
@@ -58,8 +58,14 @@ def expected_mask(image: np.ndarray, bias: float = BIAS) -> np.ndarray:
 
 def run(bundle: str, data: Path, out: Path, ckpt: Path, **overrides):
     """The bundle's inference.json run (as ``pyconv-monai segment``); re-raises the cause MONAI wraps."""
-    values = {"network_def": CONV, "ckpt_file": str(ckpt), "progress": False, "device": "cpu",
-              "runtime_options": {"precision": "fp32"}, **overrides}  # fmt: skip  (exact masks: the fp32 path)
+    values = {
+        "network_def": CONV,
+        "ckpt_file": str(ckpt),
+        "progress": False,
+        "device": "cpu",
+        "runtime_options": {"precision": "fp32"},
+        **overrides,
+    }  # fmt: skip  (exact masks: the fp32 path)
     try:
         return segment(data, out, bundle, values, configure_logging=False)
     except RuntimeError as e:
@@ -441,7 +447,6 @@ def test_the_config_shows_the_whole_recipe(tmp_path):
     from monai.handlers import CheckpointLoader
     from monai.inferers import SliceInferer
     from monai.transforms import Invertd
-
     from pyconv_monai.transforms import LoadVolumed
     from pyconv_monai.writers import SaveImageDicomSegd, SaveImageMaskd
 

@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from pyconv_monai.workflows import InferenceError
 from pyconv_monai.workflows.inference import LOCK_NAME
+
 from tests.workflows.test_inference import read_csv, run, shift_weights
 
 
@@ -138,8 +138,17 @@ def test_cli_exit_status_for_a_folder_in_use(series, tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / LOCK_NAME).write_text(json.dumps({"pid": other.pid, "outputs": []}))
-        cmd = [sys.executable, "-m", "pyconv_monai.cli", "segment", str(series), str(out), "--bundle",
-               "lung_ct_segmentation", "--no-progress"]  # the shipped weights load; the folder is refused next
+        cmd = [
+            sys.executable,
+            "-m",
+            "pyconv_monai.cli",
+            "segment",
+            str(series),
+            str(out),
+            "--bundle",
+            "lung_ct_segmentation",
+            "--no-progress",
+        ]  # the shipped weights load; the folder is refused next
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         done = subprocess.run(cmd + ["--device", "cpu"], capture_output=True, text=True, env=env)
     finally:

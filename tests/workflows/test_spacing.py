@@ -13,11 +13,11 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
-
 from pyconv_monai.cli import segment
 from pyconv_monai.data import tracking_meta
 from pyconv_monai.transforms import InPlaneSpacingd, in_plane_spacing
 from pyconv_monai.workflows import InferenceError
+
 from tests.conftest import REPO
 
 LIVER = "liver_ct_segmentation"

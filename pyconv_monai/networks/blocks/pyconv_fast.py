@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from pyconv_monai.networks.blocks.pyconv import PyConv
 
 __all__ = ["PYCONV_MODES", "FastPyConv", "PyConvPart", "pyconv_plan", "plan_macs", "expand_groups", "pad_kernel"]
@@ -235,8 +234,7 @@ class FastPyConv(nn.Module):
 
     def extra_repr(self) -> str:
         parts = ", ".join(
-            f"conv(level_indices={list(p.level_indices)}, groups={p.groups}, kernel={p.kernel_size})"
-            for p in self.plan
+            f"conv(level_indices={list(p.level_indices)}, groups={p.groups}, kernel={p.kernel_size})" for p in self.plan
         )
         return f"mode={self.mode!r}, plan=[{parts}]"
 

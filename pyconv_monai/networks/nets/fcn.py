@@ -12,7 +12,6 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
-
 from pyconv_monai.networks.nets.wrappers import crop_to, pad_to_multiple
 
 __all__ = ["FCN8s", "VGG16_STAGES"]

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 from monai.networks.layers.factories import Conv, Pool
-
 from pyconv_monai.networks.blocks.pyconv import DEFAULT_GROUPS, DEFAULT_KERNELS, TwoPyConv
 from pyconv_monai.networks.nets.wrappers import pad_to_size
 
