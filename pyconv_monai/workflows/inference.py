@@ -73,7 +73,7 @@ class InferenceError(RuntimeError):
         rows: the per-case results, as written to ``volumes.csv``.
     """
 
-    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:  # noqa: B042  (rows are kept as an attribute, not pickled args)
+    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:  # noqa: B042
         super().__init__(message)
         self.rows = list(rows)
 
