@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(cause, workflows.InferenceError):
             print(f"pyconv-monai: {cause}", file=sys.stderr)
             return 1
-        if isinstance(cause, (FileNotFoundError, FileExistsError, ValueError)):
+        if isinstance(cause, (OSError, ValueError)):  # no input or weights, a busy or full output folder, ...
             print(f"pyconv-monai: error: {cause}", file=sys.stderr)
             return 2
         raise

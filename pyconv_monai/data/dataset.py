@@ -26,7 +26,7 @@ def error_message(e: BaseException) -> str:
     """One line for a user: the message of the failing step (with the exception's type where it is not one of the
     errors this project raises with a full sentence)."""
     cause = unwrap_transform_error(e)
-    known = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+    known = (ValueError, OSError)  # OSError: files missing or existing, permissions, a full disk
     message = str(cause) if isinstance(cause, known) else f"{type(cause).__name__}: {cause}"
     return " ".join(message.split())
 

@@ -201,3 +201,36 @@ def test_a_dicom_series_with_an_assumed_spacing_gets_a_mask_and_no_seg(shared_da
     assert row["status"] == "ok" and "voxel size assumed 0.8x0.8x1 mm" in row["message"]
     assert "no DICOM SEG written: the voxel size was assumed" in row["message"]
     assert sorted(os.listdir(tmp_path / "out")) == [f"{row['case']}_seg.nii.gz", "volumes.csv"]
+
+
+def test_a_full_disk_fails_the_case_in_one_line_and_the_run_names_the_table(series, tmp_path, monkeypatch, capsys):
+    """A full disk (ENOSPC, simulated: no test can fill the real one) while the DICOM SEG is written fails the case
+    with one line naming the file (no traceback in the message); while volumes.csv is written, the command exits
+    with status 2 naming the table."""
+    import errno
+
+    from pyconv_monai import cli
+    from pyconv_monai.workflows import inference
+    from pyconv_monai.writers import save
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "99000_S2_seg.dcm"))
+
+    monkeypatch.setattr(save, "write_dicom_seg", full)
+    with pytest.raises(InferenceError, match="1 of 1 case"):
+        run("lung_ct_segmentation", series, tmp_path / "out", shift_weights(tmp_path / "w.pt"))
+    message = read_csv(tmp_path / "out" / "volumes.csv")["99000_S2"]["message"]
+    assert message == (
+        "the mask 99000_S2_seg.nii.gz was written, the DICOM SEG was not: [Errno 28] No space left on device: "
+        f"'{tmp_path / 'out' / '99000_S2_seg.dcm'}'"
+    )
+
+    def full_table(rows, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(inference, "write_csv", full_table)
+    monkeypatch.setattr(cli, "segment", lambda *a, **k: run("lung_ct_segmentation", series, tmp_path / "out2",
+                                                            shift_weights(tmp_path / "w.pt")))  # fmt: skip
+    assert cli.main(["segment", str(series), str(tmp_path / "out2"), "--bundle", "lung_ct_segmentation"]) == 2
+    err = capsys.readouterr().err
+    assert "pyconv-monai: error: [Errno 28] No space left on device" in err and "volumes.csv" in err
