@@ -9,7 +9,15 @@ from pyconv_monai.utils import as_bool
 
 from .bundle import require_dataset
 from .checks import TrainingSetupError, check_overrides, check_training_labels, override_problems
-from .distributed import ddp, distributed_device, init_distributed, is_main_process, main_process_only, rank
+from .distributed import (
+    ddp,
+    distributed_device,
+    finalize_distributed,
+    init_distributed,
+    is_main_process,
+    main_process_only,
+    rank,
+)
 from .inference import (
     InferenceError,
     OutputFolderLock,
@@ -37,6 +45,7 @@ __all__ = [
     "check_training_labels",
     "ddp",
     "distributed_device",
+    "finalize_distributed",
     "init_distributed",
     "is_main_process",
     "load_checkpoint",

@@ -8,13 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from monai.handlers import CheckpointLoader, LrScheduleHandler, ValidationHandler
 from pyconv_monai.handlers import AtomicCheckpointSaver, LatestCheckpointHandler, ValidationEarlyStopHandler
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["init_distributed", "distributed_device", "ddp", "rank", "is_main_process", "main_process_only"]
+__all__ = [
+    "init_distributed",
+    "finalize_distributed",
+    "distributed_device",
+    "ddp",
+    "rank",
+    "is_main_process",
+    "main_process_only",
+]
 
 # handlers that change a run's state: every rank keeps them (validation, learning-rate schedule, checkpoints, stop)
 STATE_HANDLERS = (
@@ -36,6 +45,15 @@ def init_distributed() -> None:
         torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
     else:
         dist.init_process_group(backend="gloo")
+
+
+def finalize_distributed() -> None:
+    """End the process group (the multi-GPU configs' ``finalize``) and tell ignite, which caches it: without
+    ``idist.sync()`` a later run in the same process (MONAI FL, a notebook, a test) would ask a destroyed group for its
+    rank and fail with "Default process group has not been initialized"."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    idist.sync()
 
 
 def rank() -> int:
