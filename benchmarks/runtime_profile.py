@@ -6,13 +6,16 @@
 
     python benchmarks/runtime_profile.py --out /tmp/profile.md                 # OpenVINO fp32 + bf16, ONNX Runtime
     python benchmarks/runtime_profile.py --modes reference,ungrouped,dense     # the PyConv fusions of the export
+    python benchmarks/runtime_profile.py --networks pyconvunet --modes reference,ungrouped,dense,width --units
 
 For each network (PyConvU-Net with the liver bundle's weights, U-Net fresh) and each path, the exported ONNX model
 (:func:`pyconv_monai.runtime.export_onnx`) runs ``--repeats`` profiled calls of one real CT slice after a warm-up:
 OpenVINO with ``PERF_COUNT`` (``get_profiling_info``: real time per executed node, and the kernel it ran) and ONNX
 Runtime with ``enable_profiling`` (the ``Node`` events' durations). Tables: time by operator type (share of the
 slice), and the ``--top`` layers with their output shape (channels x height x width, from ONNX shape inference)
-and the kernel. Paired in one process: on a shared machine read the shares and ratios, not the seconds.
+and the kernel. ``--units``: PyConvU-Net's node time summed per "PyConv, norm, activation" unit, each fusion side
+by side, with the fastest and the plan the ``"width"`` fusion takes (:data:`pyconv_monai.runtime.WIDTH_RULE`, chosen
+from this table). Paired in one process: on a shared machine read the shares and ratios, not the seconds.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from pyconv_monai.networks import get_network
-from pyconv_monai.runtime import export_onnx
+from pyconv_monai.networks.blocks.pyconv import PyConvNormAct
+from pyconv_monai.runtime import export_onnx, width_plan_mode
 
 from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
 from benchmarks.cpu_inference import ct_slices, machine
 
-__all__ = ["profile_openvino", "profile_onnxruntime", "main"]
+__all__ = ["profile_openvino", "profile_onnxruntime", "unit_times", "main"]
 
 
 def _shapes(model: bytes) -> dict[str, str]:
@@ -109,6 +113,21 @@ def _base(node: str) -> str:
     return node
 
 
+def unit_times(rows: list[dict], units: list[str]) -> dict[str, float]:
+    """Node time summed per unit (a module name such as ``decoder.3.unit1``; ``"other"`` for the rest), in ms.
+
+    The exported nodes are named after their modules (``/decoder.3/unit1/parts.0/Conv``); a runtime node belongs to
+    the longest unit name on its path.
+    """
+    longest_first = sorted(units, key=len, reverse=True)
+    out: dict[str, float] = collections.Counter()
+    for r in rows:
+        path = "/" + r["node"].replace(".", "/") + "/"
+        unit = next((u for u in longest_first if "/" + u.replace(".", "/") + "/" in path), "other")
+        out[unit] += r["ms"]
+    return dict(out)
+
+
 def report_rows(rows: list[dict], shapes: dict[str, str], top: int) -> tuple[list[tuple], list[tuple], float]:
     total = sum(r["ms"] for r in rows) or 1.0
     by_type: dict[str, float] = collections.Counter()
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--units", action="store_true", help="PyConvU-Net's time per unit, the fusions side by side")
     parser.add_argument("--out", help="also write the tables to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -138,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     x = np.ascontiguousarray(ct_slices(Path(args.series), 1).numpy())
     lines = [f"Command: `{command_line()}`", "", f"Machine: {machine(args.threads)}.", ""]
     totals = []
+    per_unit: dict[str, dict[str, dict[str, float]]] = collections.defaultdict(dict)  # path -> fusion -> unit -> ms
+    units: dict[str, int] = {}  # unit -> output channels
     for name in args.networks:
         torch.manual_seed(0)
         net = get_network(name).eval()
         if name == "pyconvunet":
             net.load_state_dict(torch.load(REPO / "bundles" / args.bundle / "models" / "model.pt", map_location="cpu",
                                            weights_only=True))  # fmt: skip
+            units = {n: sum(m.conv.level_channels) for n, m in net.named_modules() if isinstance(m, PyConvNormAct)}
         for mode in args.modes if name == "pyconvunet" else ["reference"]:
             model = export_onnx(net, None, mode, tuple(x.shape[2:]))
             shapes = _shapes(model)
@@ -157,12 +180,26 @@ def main(argv: list[str] | None = None) -> int:
                 types, layers, total = report_rows(rows, shapes, args.top)
                 label = f"{name}" + (f" (fusion {mode})" if name == "pyconvunet" else "") + f", {runtime} {precision}"
                 totals.append((label, f"{total:.0f}"))
+                if name == "pyconvunet" and args.units:
+                    per_unit[f"{runtime} {precision}"][mode] = unit_times(rows, list(units))
                 print(f"  {label}: {total:.0f} ms of node time", file=sys.stderr, flush=True)
                 lines += [f"### {label}: {total:.0f} ms summed over the nodes (one slice)", ""]
                 lines += markdown_table(("operator", "ms", "share"), "lrr", types[:8]) + [""]
                 lines += markdown_table(("layer", "type", "kernel", "output C x H x W", "ms", "share"), "lllrrr",
                                         layers) + [""]  # fmt: skip
     summary = ["Summed node time per slice:", ""] + markdown_table(("path", "ms"), "lr", totals) + [""]
+    for path, by_mode in per_unit.items():
+        modes = [m for m in by_mode if m != "width"]
+        rows = []
+        for unit in list(units) + ["other"]:
+            ms = {m: by_mode[m].get(unit, 0.0) for m in by_mode}
+            fastest = min(modes, key=lambda m: ms[m]) if unit != "other" and modes else ""
+            rule = width_plan_mode(units[unit]) if unit in units else ""
+            rows.append((f"`{unit}`", units.get(unit, ""), *(f"{ms[m]:.1f}" for m in by_mode), fastest, rule))
+        rows.append(("**sum**", "", *(f"**{sum(by_mode[m].values()):.0f}**" for m in by_mode), "", ""))
+        summary += [f"PyConvU-Net per unit, {path} (ms of node time, one slice):", ""]
+        summary += markdown_table(("unit", "out channels", *by_mode, "fastest", "width rule"),
+                                  "lr" + "r" * len(by_mode) + "ll", rows) + [""]  # fmt: skip
     print_and_write("\n".join(lines[:4] + summary + lines[4:]) + "\n", args.out)
     return 0
 

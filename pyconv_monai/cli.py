@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         help="what runs the network (default auto: on a CPU OpenVINO if installed, else ONNX Runtime, else torch; "
         "a runtime that is not installed falls back to torch)",
     )
+    seg.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="arithmetic of OpenVINO (the bundle's runtime_options precision; default auto: bf16 where the CPU has "
+        "bfloat16 units, allowed by each bundle's measured Dice, see docs/performance.md; fp32: the exact path)",
+    )
     exp = sub.add_parser(
         "export",
         help="check a bundle as the MONAI Model Zoo's CI does and write OUT/<name>_v<version>.zip",
@@ -148,6 +154,13 @@ def _passes_runtime(config_file: Path) -> bool:
         elif isinstance(item, list):
             todo.extend(item)
     return False
+
+
+def _config_item(config_file: Path, key: str) -> Any:
+    """The raw (unparsed) item ``key`` of a config file, ``None`` when there is none."""
+    parser = monai_bundle.ConfigParser()
+    parser.read_config(str(config_file))
+    return parser.get(key)
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -213,6 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         overrides["runtime"] = args.runtime
+    if args.precision:
+        try:
+            config = bundle_dir(args.bundle) / "configs" / "inference.json"
+        except FileNotFoundError:
+            config = None
+        if config is not None and not isinstance(_config_item(config, "runtime_options"), dict):
+            print(f"pyconv-monai: error: {config} has no runtime_options to set the precision in", file=sys.stderr)
+            return 2
+        overrides["runtime_options#precision"] = args.precision
     try:
         segment(args.input, args.output, args.bundle, overrides)
     except Exception as e:  # MONAI wraps a failing config expression in RuntimeError: report the cause

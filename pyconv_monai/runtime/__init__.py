@@ -21,13 +21,15 @@ from pyconv_monai.runtime.backends import (
 )
 from pyconv_monai.runtime.cache import ONNX_CACHE_ENV, default_cache_dir, read_verified, write_verified
 from pyconv_monai.runtime.checks import NonFiniteError, check_finite_logits, check_finite_weights
-from pyconv_monai.runtime.fuse import FUSE_MODES, FusedPyConvNormAct, fuse_for_inference
+from pyconv_monai.runtime.fuse import FUSE_MODES, WIDTH_RULE, FusedPyConvNormAct, fuse_for_inference, width_plan_mode
 
 __all__ = [
     "DEFAULT_PRECISION",
     "FUSE_MODES",
     "FusedPyConvNormAct",
     "fuse_for_inference",
+    "WIDTH_RULE",
+    "width_plan_mode",
     "NonFiniteError",
     "ONNX_CACHE_ENV",
     "PRECISIONS",

@@ -75,11 +75,10 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DEFAULT_PRECISION = "auto"
 DIGEST_KEY = "pyconv_monai.digest"
 OPSET = 18
-DEFAULT_FUSE_MODE = "reference"
-# select_runtime's mode="auto": the fusion measured fastest for each runtime and precision (docs/performance.md,
-# benchmarks/runtime_profile.py): with bf16 on AMX, OpenVINO runs the one dense 9x9 convolution per PyConv faster
-# than the grouped levels; in fp32 the grouped levels (the reference plan) are faster
-AUTO_FUSE_MODES: dict[tuple[str, str], str] = {("openvino", "bf16"): "dense"}
+# the fusion of every export (select_runtime's mode "auto"): the per-unit "width" plan (dense at 16 channels, one
+# convolution per level at 32-64, the grouped levels above), measured fastest of the fusions on OpenVINO fp32 and
+# bf16 and on ONNX Runtime (docs/performance.md: benchmarks/runtime_profile.py --units, cpu_inference.py --modes)
+DEFAULT_FUSE_MODE = "width"
 
 
 def _importable(module: str) -> bool:
@@ -440,7 +439,7 @@ def select_runtime(
         precision: ``"auto"`` (default: bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"`` or
             ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
         mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`), or ``"auto"`` (default): the
-            fusion measured fastest for the runtime and precision (:data:`AUTO_FUSE_MODES`, else ``"reference"``).
+            fusion measured fastest on these runtimes, :data:`DEFAULT_FUSE_MODE`.
         size: the slice size to export for at once (other sizes are exported when they first come).
         threads: CPU threads of the runtime (default ``torch.get_num_threads()``).
 
@@ -477,8 +476,7 @@ def select_runtime(
     size = tuple(int(s) for s in size)
     if runtime == "openvino" and precision == "auto":
         precision = "bf16" if openvino_has_bf16() else "fp32"
-    if mode == "auto":
-        mode = AUTO_FUSE_MODES.get((runtime, precision if runtime == "openvino" else "fp32"), DEFAULT_FUSE_MODE)
+    mode = DEFAULT_FUSE_MODE if mode == "auto" else mode
     folder = resolve_cache_dir(None if cache_dir is None else os.fspath(cache_dir))
     try:
         model, source = _model_source(

@@ -6,7 +6,8 @@
 :func:`fuse_for_inference` replaces each :class:`~pyconv_monai.networks.blocks.pyconv.PyConvNormAct` of an
 evaluation-mode network by a :class:`FusedPyConvNormAct`: the PyConv computed through a plan of
 :mod:`pyconv_monai.networks.blocks.pyconv_fast` (``"reference"``, ``"ungrouped"``, ``"dense"``) with the fused weights
-computed *once*, the batch norm folded into them (scale into the weights, shift into a bias), the parts' outputs put
+computed *once* (``"width"``: each unit's plan chosen by its channels, :func:`width_plan_mode`), the batch norm
+folded into them (scale into the weights, shift into a bias), the parts' outputs put
 into the reference channel order, then the activation. It is the same function as the reference up to float rounding,
 and it is what the CPU runtimes receive: the fused weights are constants, so ``torch.onnx.export`` writes plain ``Conv``
 nodes that ONNX Runtime and OpenVINO run with their fastest kernels. Inference only: the module has no batch norm left
@@ -23,10 +24,15 @@ from monai.networks.utils import replace_modules
 from pyconv_monai.networks.blocks.pyconv import PyConv, PyConvNormAct
 from pyconv_monai.networks.blocks.pyconv_fast import PYCONV_MODES, FastPyConv, pyconv_plan
 
-__all__ = ["FUSE_MODES", "FusedPyConvNormAct", "fuse_for_inference"]
+__all__ = ["FUSE_MODES", "WIDTH_RULE", "FusedPyConvNormAct", "fuse_for_inference", "width_plan_mode"]
 
-# every named plan: each part is a plain convolution
-FUSE_MODES: tuple[str, ...] = PYCONV_MODES
+# every named plan (each part is a plain convolution), and "width": a plan per unit by its output channels
+FUSE_MODES: tuple[str, ...] = PYCONV_MODES + ("width",)
+# the "width" rule, (at most this many output channels, plan), first match; wider units keep the reference plan.
+# Measured per unit on OpenVINO (benchmarks/runtime_profile.py --units, docs/performance.md): a dense convolution
+# is cheapest for the 16-channel full-resolution units, one convolution per level for 32-64 channels, the grouped
+# levels from 128 channels on
+WIDTH_RULE: tuple[tuple[int, str], ...] = ((16, "dense"), (64, "ungrouped"))
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -38,7 +44,7 @@ class FusedPyConvNormAct(nn.Module):
         unit: the evaluation-mode unit; its PyConv may be a reference ``PyConv`` or a ``FastPyConv``. It is not
             changed.
         mode: the plan of the PyConv (see :func:`pyconv_monai.networks.blocks.pyconv_fast.pyconv_plan`), one of
-            :data:`FUSE_MODES`.
+            :data:`FUSE_MODES`; ``"width"`` picks it from the unit's output channels (:func:`width_plan_mode`).
 
     Raises:
         ValueError: for a mode outside :data:`FUSE_MODES`, or a norm layer that is not a batch norm (or identity).
@@ -54,9 +60,10 @@ class FusedPyConvNormAct(nn.Module):
         norm = unit.norm
         if not isinstance(norm, (*_BATCH_NORMS, nn.Identity)):
             raise ValueError(f"only batch norm folds into a convolution, got {type(norm).__name__}.")
-        self.mode = mode
-        fast = FastPyConv(conv, pyconv_plan(conv.kernel_sizes, conv.groups, mode))
         out_channels = sum(conv.level_channels)
+        self.mode = mode
+        self.plan_mode = width_plan_mode(out_channels) if mode == "width" else mode
+        fast = FastPyConv(conv, pyconv_plan(conv.kernel_sizes, conv.groups, self.plan_mode))
         with torch.no_grad():
             scale, shift = _norm_affine(norm, out_channels, conv.levels[0].weight)
             starts = [sum(conv.level_channels[:i]) for i in range(len(conv.level_channels))]
@@ -105,6 +112,18 @@ class FusedPyConvNormAct(nn.Module):
         return self.act(y)
 
 
+def width_plan_mode(channels: int) -> str:
+    """The plan of a unit with ``channels`` output channels under the ``"width"`` fusion (:data:`WIDTH_RULE`).
+
+    Args:
+        channels: the unit's output channels (all pyramid levels).
+
+    Returns:
+        ``"dense"``, ``"ungrouped"`` or ``"reference"``.
+    """
+    return next((mode for limit, mode in WIDTH_RULE if channels <= limit), "reference")
+
+
 def _norm_affine(norm: nn.Module, channels: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(scale, shift)`` of an evaluation-mode batch norm (``y = x * scale + shift``)."""
     if isinstance(norm, nn.Identity):
@@ -126,7 +145,7 @@ def fuse_for_inference(net: nn.Module, mode: str = "dense", inplace: bool = Fals
     Args:
         net: a network with ``PyConvNormAct`` units (e.g. ``PyConvUNet``), with its trained weights. A network
             without them (e.g. U-Net) is returned as it is (copied unless ``inplace``).
-        mode: the PyConv plan of every unit, one of :data:`FUSE_MODES`.
+        mode: the PyConv plan of every unit, one of :data:`FUSE_MODES` (``"width"``: per unit by its channels).
         inplace: change ``net`` instead of a copy.
 
     Returns:

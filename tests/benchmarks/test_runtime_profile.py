@@ -39,3 +39,7 @@ def test_profile_names_the_convolutions_with_their_shapes(bench, runtime):
     assert shares == pytest.approx(100, abs=1)
     if runtime == "onnxruntime":  # ONNX Runtime keeps the ONNX node names: every layer gets its output shape
         assert all(layer[3] for layer in layers), layers
+    units = [n for n, m in net.named_modules() if type(m).__name__ == "PyConvNormAct"]
+    per_unit = bench.unit_times(rows, units)  # --units: every unit's convolutions found by its module name
+    assert set(units) <= set(per_unit) and all(per_unit[u] > 0 for u in units), per_unit
+    assert sum(per_unit.values()) == pytest.approx(total)

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from pyconv_monai import cli
 from pyconv_monai.networks import PyConvUNet, get_network, optimize_pyconv
 from pyconv_monai.runtime import (
     FUSE_MODES,
+    FusedPyConvNormAct,
     NonFiniteError,
     available_runtimes,
     check_finite_logits,
@@ -31,6 +34,7 @@ from pyconv_monai.runtime import (
     openvino_has_bf16,
     select_runtime,
     weights_sha256,
+    width_plan_mode,
 )
 
 from tests.conftest import REPO
@@ -73,6 +77,18 @@ def test_fused_form_from_an_optimized_network():
         ref = net(x)
         out = fuse_for_inference(optimize_pyconv(net, "dense"), "ungrouped")(x)
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_width_fusion_takes_each_units_plan_from_its_channels():
+    net = small_net()  # features 16, 32, 64: dense at 16 channels, one convolution per level at 32 and 64
+    fused = fuse_for_inference(net, "width")
+    plans = {n: (m.plan_mode, sum(p.out_channels for p in m.parts)) for n, m in fused.named_modules()
+             if isinstance(m, FusedPyConvNormAct)}  # fmt: skip
+    assert plans and all(mode == width_plan_mode(c) for mode, c in plans.values())
+    assert {mode for mode, _ in plans.values()} == {"dense", "ungrouped"}
+    rule = [width_plan_mode(c) for c in (8, 16, 32, 64, 128, 256)]
+    assert rule == ["dense"] * 2 + ["ungrouped"] * 2 + ["reference"] * 2
+    assert network_digest(net, "width") != network_digest(net, "reference"), "the cache key names the fusion"
 
 
 def test_removed_plans_cannot_be_fused():
@@ -154,7 +170,7 @@ def test_cache_dir_is_written_once(tmp_path, runtime):
     first = select_runtime(net, runtime, "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
     files = list((tmp_path / "onnx").glob("*.onnx"))
     assert len(files) == 1 and first.source == f"exported to {files[0]}"
-    assert files[0].name == f"{network_digest(net, size=(64, 64))}.onnx"
+    assert files[0].name == f"{network_digest(net, size=(64, 64))}.onnx", "auto fusion: the default one"
     assert (tmp_path / "onnx" / f"{files[0].name}.sha256").is_file()
     blobs = list((tmp_path / "openvino").glob("*.blob")) if runtime == "openvino" else []
     assert len(blobs) == (runtime == "openvino")
@@ -199,8 +215,8 @@ def test_an_edited_openvino_blob_is_refused_and_recompiled(tmp_path, caplog):
     x = torch.rand(2, 1, 64, 64)
     select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
     blob = next((tmp_path / "openvino").glob("*.blob"))
-    good = blob.read_bytes()
     _edit(blob)
+    edited = blob.read_bytes()
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
         runner = select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
     assert "differs from the recorded" in caplog.text and "compiled model from" not in caplog.text
@@ -208,7 +224,7 @@ def test_an_edited_openvino_blob_is_refused_and_recompiled(tmp_path, caplog):
         torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
     record = json.loads(Path(f"{blob}.sha256").read_text())
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == record["sha256"], "the blob was rebuilt and recorded"
-    assert len(good) == record["bytes"]
+    assert blob.stat().st_size == record["bytes"] and blob.read_bytes() != edited
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime"):
         select_runtime(net, "openvino", "cpu", cache_dir=tmp_path, size=(64, 64), precision="fp32")
@@ -262,7 +278,7 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path, caplog):
         runner = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off")
     bf16 = openvino_has_bf16()
     assert runner.precision == ("bf16" if bf16 else "fp32")
-    assert f"PyConv fusion {'dense' if bf16 else 'reference'}" in caplog.text, "auto fusion: dense for bf16"
+    assert "PyConv fusion width" in caplog.text, "auto fusion: the per-unit width plan"
     exact = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off", precision="fp32")
     assert exact.precision == "fp32" and exact.config["INFERENCE_PRECISION_HINT"] == "f32"
     x = torch.rand(1, 1, 64, 64)
@@ -411,6 +427,49 @@ def test_cli_runtime_flag_is_passed_to_the_bundle(monkeypatch, tmp_path):
     assert "runtime" not in seen, "without the flag the bundle's own choice (auto) stands"
     with pytest.raises(SystemExit):
         cli.main(["segment", "in", "out", "--bundle", str(bundle), "--runtime", "tensorrt"])
+
+
+def test_cli_precision_flag_sets_the_bundles_runtime_option(monkeypatch, tmp_path, capsys):
+    seen = {}
+    monkeypatch.setattr(cli, "segment", lambda i, o, b, overrides, **kw: seen.update(overrides) or [])
+    assert cli.main(["segment", "in", "out", "--bundle", "liver_ct_segmentation", "--precision", "fp32"]) == 0
+    assert seen == {"runtime_options#precision": "fp32"}
+    seen.clear()
+    assert cli.main(["segment", "in", "out", "--bundle", "liver_ct_segmentation"]) == 0
+    assert not seen, "without the flag the bundle's own precision (auto) stands"
+    target = tmp_path / "plain"
+    shutil.copytree(REPO / "bundles" / "neuron_em_segmentation" / "configs", target / "configs")
+    path = target / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config.pop("runtime_options")
+    path.write_text(json.dumps(config))
+    assert cli.main(["segment", "in", "out", "--bundle", str(target), "--precision", "fp32"]) == 2
+    assert "has no runtime_options" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["segment", "in", "out", "--bundle", "liver_ct_segmentation", "--precision", "fp16"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("openvino" not in FAST_RUNTIMES, reason="openvino is not installed")
+def test_cli_precision_fp32_runs_openvino_exactly(shared_data, tmp_path):
+    """``--precision fp32`` reaches OpenVINO on the real 3-slice CT series: the log says fp32, the mask is torch's."""
+    import nibabel as nib
+
+    series = shared_data / "ct_dicom_dcmqi_3slice" / "dicom"
+    masks, logs = {}, {}
+    for runtime, extra in (("torch", []), ("openvino", ["--precision", "fp32"])):
+        out = tmp_path / runtime
+        cmd = [
+            sys.executable, "-m", "pyconv_monai.cli", "segment", str(series), str(out), "--bundle",
+            "liver_ct_segmentation", "--device", "cpu", "--no-progress", "--no-dicom-seg", "--runtime", runtime, *extra,
+        ]  # fmt: skip
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+        logs[runtime] = done.stdout + done.stderr
+        assert done.returncode == 0, logs[runtime][-3000:]
+        (mask_file,) = out.glob("*_seg.nii.gz")
+        masks[runtime] = np.asarray(nib.load(mask_file).dataobj)
+    assert "running the network with openvino, fp32" in logs["openvino"], logs["openvino"][-3000:]
+    assert (masks["openvino"] == masks["torch"]).mean() >= 0.9999
 
 
 def test_cli_runtime_flag_refuses_a_bundle_that_ignores_it(monkeypatch, tmp_path, capsys):
