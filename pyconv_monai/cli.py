@@ -138,11 +138,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _passes_runtime(config_file: Path) -> bool:
-    """Whether a component of ``config_file`` (its ``RuntimeHandler``) takes the config's ``runtime`` as its own."""
+def _inference_config(bundle: str) -> tuple[Path, dict] | None:
+    """A bundle's ``configs/inference.json`` and its raw (unparsed) content; ``None`` for an unknown bundle (then
+    :func:`segment` reports it)."""
+    try:
+        config_file = bundle_dir(bundle) / "configs" / "inference.json"
+    except FileNotFoundError:
+        return None
     parser = monai_bundle.ConfigParser()
     parser.read_config(str(config_file))
-    todo: list[Any] = [parser.get()]
+    return config_file, parser.get()
+
+
+def _passes_runtime(config: Any) -> bool:
+    """Whether a component of a raw ``config`` (its ``RuntimeHandler``) takes the config's ``runtime`` as its own."""
+    todo: list[Any] = [config]
     while todo:
         item = todo.pop()
         if isinstance(item, dict):
@@ -154,13 +164,6 @@ def _passes_runtime(config_file: Path) -> bool:
         elif isinstance(item, list):
             todo.extend(item)
     return False
-
-
-def _config_item(config_file: Path, key: str) -> Any:
-    """The raw (unparsed) item ``key`` of a config file, ``None`` when there is none."""
-    parser = monai_bundle.ConfigParser()
-    parser.read_config(str(config_file))
-    return parser.get(key)
 
 
 def _cause(e: BaseException) -> BaseException:
@@ -213,26 +216,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["progress"] = False
     if args.tta:
         overrides["tta"] = True
+    inference = _inference_config(args.bundle) if args.runtime or args.precision else None
     if args.runtime:
-        try:
-            config = bundle_dir(args.bundle) / "configs" / "inference.json"
-        except FileNotFoundError:
-            config = None  # segment() reports the unknown bundle
-        if config is not None and not _passes_runtime(config):
+        if inference is not None and not _passes_runtime(inference[1]):
             print(
-                f"pyconv-monai: error: {config} does not pass the runtime to its RuntimeHandler (needs "
+                f"pyconv-monai: error: {inference[0]} does not pass the runtime to its RuntimeHandler (needs "
                 '"runtime": "auto" and "runtime": "@runtime" among the RuntimeHandler\'s arguments)',
                 file=sys.stderr,
             )
             return 2
         overrides["runtime"] = args.runtime
     if args.precision:
-        try:
-            config = bundle_dir(args.bundle) / "configs" / "inference.json"
-        except FileNotFoundError:
-            config = None
-        if config is not None and not isinstance(_config_item(config, "runtime_options"), dict):
-            print(f"pyconv-monai: error: {config} has no runtime_options to set the precision in", file=sys.stderr)
+        if inference is not None and not isinstance(inference[1].get("runtime_options"), dict):
+            print(
+                f"pyconv-monai: error: {inference[0]} has no runtime_options to set the precision in", file=sys.stderr
+            )
             return 2
         overrides["runtime_options#precision"] = args.precision
     try:
