@@ -5,8 +5,9 @@
 
 setup.cfg holds the metadata and dependencies. The packages are listed here because ``packages = find:`` cannot add a
 folder from outside the package: ``package_dir`` maps ``pyconv_monai.bundles`` onto ``bundles/``, and its package data
-are what a bundle needs to run (configs, docs, LICENSE, ``models/model.pt``) and the metadata schemas, not the
-``eval/`` outputs or checkpoints of runs made in the checkout. ``pyconv_monai.utils.bundles_root`` finds them.
+are what a bundle needs to run (configs, docs, LICENSE, ``models/model.pt``, the int8 record ``models/model_int8.json``)
+and the metadata schemas, not the ``eval/`` outputs or checkpoints of runs made in the checkout.
+``pyconv_monai.utils.bundles_root`` finds them.
 """
 
 from setuptools import find_packages, setup
@@ -20,6 +21,7 @@ BUNDLE_FILES = [
     "*/docs/*.txt",
     "*/models/README.md",
     "*/models/model.pt",
+    "*/models/model_int8.json",
     "schemas/*.json",
 ]
 

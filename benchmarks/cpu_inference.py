@@ -5,25 +5,28 @@
 """PyConvU-Net and U-Net on the CPU runtimes: seconds per 512x512 slice, and a 300-slice CT study end to end.
 
     python benchmarks/cpu_inference.py                       # the tables below: 15-20 min on 2 shared cores
-    python benchmarks/cpu_inference.py --dice                # + validation Dice per bundle, fp32 against bf16
+    python benchmarks/cpu_inference.py --dice                # + validation Dice per bundle, fp32/bf16/int8
     python benchmarks/cpu_inference.py --out docs/cpu_inference.md
 
 1. **Per slice**: real CT slices (the JPEG 2000 series ``ct_dicom_totalseg``, liver bundle preprocessing) through
    each path, ``--batch-size`` slices per call, after one untimed call; the median of ``--repeats`` runs over
    ``--slices`` slices. Paths: torch eager (the reference ``segment`` ran before this work), torch on the fused
    inference form (:func:`pyconv_monai.runtime.fuse_for_inference`, BN folded), and the ONNX export
-   (:func:`pyconv_monai.runtime.export_onnx`) in ONNX Runtime and OpenVINO (fp32, and bf16 where the CPU has it).
-   PyConvU-Net uses the liver bundle's trained weights; U-Net (``get_network("unet")``) fresh weights (seed 0: speed
-   does not depend on them). Each row also gives the setup time (export and compile), the largest logit difference
-   from torch eager and the share of mask pixels equal to torch eager's.
+   (:func:`pyconv_monai.runtime.export_onnx`) in ONNX Runtime and OpenVINO (fp32, bf16 where the CPU has it, and
+   int8). PyConvU-Net uses the liver bundle's trained weights and its int8 calibration record
+   (``models/model_int8.json``, what the bundle runs); U-Net (``get_network("unet")``) fresh weights (seed 0: speed
+   does not depend on them), calibrated here on 8 slices of the same series. Each row also gives the setup time
+   (export and compile), the largest logit difference from torch eager and the share of mask pixels equal to torch
+   eager's.
 2. **End to end**: a 300-slice study built from the real 20-slice series (15 copies of its files, each shifted along
    the slice normal by the series' extent, with new SOP instance UIDs, in a temporary folder; the pixel data stays
    JPEG 2000) segmented by the liver bundle's ``inference.json`` (as ``pyconv-monai segment``: DICOM decoding,
    inference, NIfTI, DICOM SEG and ``volumes.csv`` written) with each runtime of ``--study-runtimes``; wall seconds
    from the call to the written CSV, export and compilation included.
-3. With ``--dice``: each bundle's validation slices (its ``train.json`` split, from ``../shared/data``) through ONNX
-   Runtime fp32 and OpenVINO bf16: mean Dice of each, the drop, and the pixels where the masks differ. A lossy
-   precision is acceptable for a bundle only when the drop is < 0.002.
+3. With ``--dice``: each bundle's validation slices (its ``train.json`` split, from ``../shared/data``) through
+   OpenVINO fp32, ONNX Runtime fp32, OpenVINO bf16 and int8 on both runtimes (the bundle's calibration record): mean
+   Dice of each, the largest change against fp32, and the pixels where the bf16 masks differ. A lossy precision is
+   acceptable for a bundle only when its Dice changes by <= 0.002.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see
 from pyconv_monai.cli import segment
 from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.networks import get_network
-from pyconv_monai.runtime import available_runtimes, fuse_for_inference, select_runtime
+from pyconv_monai.runtime import available_runtimes, calibrate_network, fuse_for_inference, select_runtime
+from pyconv_monai.runtime.backends import DEFAULT_FUSE_MODE
 from pyconv_monai.transforms import CTWindow
+from pyconv_monai.workflows.quantize import CALIBRATION_FILE
 
 from benchmarks.common import REPO, command_line, dice, markdown_table, print_and_write, shared_data
 from benchmarks.machine import cpu_cores, cpu_model, load_average
@@ -93,6 +98,14 @@ def _run_batches(net: Callable, x: torch.Tensor, batch: int) -> torch.Tensor:
         return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
+def _calibration(args: argparse.Namespace, name: str, net: torch.nn.Module, mode: str) -> object | None:
+    """PyConvU-Net: the bundle's shipped int8 record (made for the default fusion); U-Net: calibrated here."""
+    if name == "pyconvunet":
+        path = REPO / "bundles" / args.bundle / "models" / CALIBRATION_FILE
+        return path if mode in ("auto", DEFAULT_FUSE_MODE) and path.is_file() else None
+    return calibrate_network(net, list(ct_slices(Path(args.series), 8)), mode)
+
+
 def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
     rows = []
     found = available_runtimes()
@@ -109,12 +122,14 @@ def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
             paths.append((fused, lambda: fuse_for_inference(net, args.torch_mode)))
         modes = args.modes if name == "pyconvunet" else ["reference"]  # networks without PyConvs: one export
         for mode in modes:
-            for runtime, precision in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")):
-                if runtime in found:
+            calibration = _calibration(args, name, net, mode) if "onnxruntime" in found else None
+            for runtime, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+                                       ("openvino", "bf16"), ("openvino", "int8")):  # fmt: skip
+                if runtime in found and (precision != "int8" or calibration is not None):
                     label = f"{runtime} {precision}" + (f", fused {mode}" if len(modes) > 1 else "")
                     paths.append(
-                        (label, lambda r=runtime, p=precision, m=mode: select_runtime(
-                            net, r, "cpu", precision=p, mode=m, threads=args.threads, cache_dir="off"))
+                        (label, lambda r=runtime, p=precision, m=mode, c=calibration: select_runtime(
+                            net, r, "cpu", precision=p, mode=m, threads=args.threads, cache_dir="off", calibration=c))
                     )  # fmt: skip
         reference = None
         for label, build in paths:
@@ -202,22 +217,30 @@ def dice_rows(args: argparse.Namespace) -> list[dict]:
         net = get_network("pyconvunet").eval()
         net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
         masks = {}
-        runs = (("fp32", "openvino", "fp32"), ("ort", "onnxruntime", "fp32"), ("bf16", "openvino", "bf16"))
+        calibration = root / "models" / CALIBRATION_FILE
+        runs = (("fp32", "openvino", "fp32"), ("ort", "onnxruntime", "fp32"), ("bf16", "openvino", "bf16"),
+                ("ov_int8", "openvino", "int8"), ("ort_int8", "onnxruntime", "int8"))  # fmt: skip
         for label, runtime, precision in runs:
+            if precision == "int8" and not calibration.is_file():
+                continue
             runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
-                                    size=tuple(x.shape[2:]), cache_dir="off")  # fmt: skip
+                                    size=tuple(x.shape[2:]), cache_dir="off", calibration=calibration)  # fmt: skip
             masks[label] = _run_batches(runner, x, args.batch_size) > 0
         score = {k: _mean_dice(m, y) for k, m in masks.items()}
         differ = (masks["fp32"] != masks["bf16"]).float().mean().item()
-        rows.append({"bundle": bundle, "slices": len(x), "dice_fp32": score["fp32"], "dice_ort": score["ort"],
-                     "dice_bf16": score["bf16"], "drop": score["fp32"] - score["bf16"], "differ": differ})  # fmt: skip
-        print(f"  {bundle}: Dice fp32 {score['fp32']:.4f}, bf16 {score['bf16']:.4f}", file=sys.stderr, flush=True)
+        rows.append({"bundle": bundle, "slices": len(x), "dice": score, "differ": differ})
+        print(f"  {bundle}: Dice " + ", ".join(f"{k} {v:.4f}" for k, v in score.items()), file=sys.stderr, flush=True)
     return rows
 
 
 def _mean_dice(pred: torch.Tensor, label: torch.Tensor) -> float:
     """Mean over slices of the foreground Dice (MONAI ``DiceMetric`` without background; empty-empty counts 1)."""
     return statistics.fmean(dice(p, t) for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()))
+
+
+def _change(dice: dict[str, float]) -> float:
+    """The largest change of a lossy precision's Dice against OpenVINO fp32's."""
+    return max(abs(dice["fp32"] - v) for k, v in dice.items() if k not in ("fp32", "ort"))
 
 
 def _ml(value: object) -> str:
@@ -264,18 +287,20 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
         lines += [
             "",
             "Validation Dice (each bundle's whole validation set: its train.json 80/20 split of `../shared/data`; "
-            "fp32 = "
-            "OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16, each with select_runtime's default PyConv "
-            "fusion, i.e. what a bundle runs); bf16 is allowed only where its Dice "
-            "changes by <= 0.002 against fp32 (either way):",
+            "fp32 = OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16, int8 = the bundle's "
+            "models/model_int8.json on each runtime, each with select_runtime's default PyConv fusion, i.e. what a "
+            "bundle runs); a lossy precision is allowed only where its Dice changes by <= 0.002 against fp32 (either "
+            "way); pixels differing: bf16 against fp32 masks:",
             "",
         ]
+        names = (("fp32", "fp32"), ("ort", "ORT fp32"), ("bf16", "bf16"), ("ov_int8", "OpenVINO int8"),
+                 ("ort_int8", "ORT int8"))  # fmt: skip
         lines += markdown_table(
-            ("bundle", "slices", "Dice fp32", "Dice ORT fp32", "Dice bf16", "fp32 - bf16", "pixels differing",
-             "bf16 allowed"),
-            "lrrrrrrl",
-            [(r["bundle"], r["slices"], f"{r['dice_fp32']:.5f}", f"{r['dice_ort']:.5f}", f"{r['dice_bf16']:.5f}",
-              f"{r['drop']:+.5f}", f"{100 * r['differ']:.3f} %", "yes" if abs(r["drop"]) <= 0.002 else "no")
+            ("bundle", "slices", *(f"Dice {title}" for _, title in names), "largest change", "pixels differing",
+             "lossy allowed"),
+            "lrrrrrrrrl",
+            [(r["bundle"], r["slices"], *(f"{r['dice'][k]:.5f}" if k in r["dice"] else "" for k, _ in names),
+              f"{_change(r['dice']):.5f}", f"{100 * r['differ']:.3f} %", "yes" if _change(r["dice"]) <= 0.002 else "no")
              for r in scores],
         )  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--study-slices", type=int, default=300, help="slices of the end-to-end study (0: skip)")
     parser.add_argument("--study-runtimes", default="auto,onnxruntime", type=lambda s: [r for r in s.split(",") if r])
-    parser.add_argument("--dice", action="store_true", help="also measure validation Dice, fp32 against bf16")
+    parser.add_argument("--dice", action="store_true", help="also measure validation Dice, fp32 against bf16, int8")
     parser.add_argument("--out", help="also write the tables to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -27,6 +27,7 @@ from pyconv_monai.utils import bundle_dir, lazy_module, list_bundles
 monai_bundle = lazy_module("monai.bundle")
 workflows = lazy_module("pyconv_monai.workflows")
 workflows_export = lazy_module("pyconv_monai.workflows.export")
+workflows_quantize = lazy_module("pyconv_monai.workflows.quantize")
 
 __all__ = ["main", "segment"]
 
@@ -114,9 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
-        help="arithmetic of OpenVINO (the bundle's runtime_options precision; default auto: bf16 where the CPU has "
-        "bfloat16 units, allowed by each bundle's measured Dice, see docs/performance.md; fp32: the exact path)",
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="arithmetic of the CPU runtime (the bundle's runtime_options precision; default auto: int8 where the "
+        "bundle has an int8 calibration for its weights (models/model_int8.json, see quantize), else bf16 where the "
+        "CPU has bfloat16 units (OpenVINO), each allowed by the bundle's measured Dice, see docs/performance.md; "
+        "fp32: the exact path)",
     )
     exp = sub.add_parser(
         "export",
@@ -135,7 +138,35 @@ def _parser() -> argparse.ArgumentParser:
         help="folder URL where models/model.pt and models/model.ts will be uploaded (large_files.yml names "
         "<URL>/<name>_v<version>_model.pt; default: a placeholder)",
     )
+    qua = sub.add_parser(
+        "quantize",
+        help="calibrate a bundle for int8 on its training slices and write <bundle>/models/model_int8.json",
+        description="Measures activation ranges on evenly spaced training slices (train.json's split and validation "
+        "transforms), segments the whole validation split in fp32 and in int8 on each installed CPU runtime, and "
+        "writes models/model_int8.json beside the weights only if every mean Dice changes by at most 0.002. Exit "
+        "status 1 when int8 failed that rule (nothing is written), 2 when the run could not start.",
+    )
+    qua.add_argument("bundle", help=f"bundle name ({', '.join(list_bundles())}) or bundle folder")
+    qua.add_argument("--dataset-dir", help="the training data (default: the bundle's train.json dataset_dir)")
+    qua.add_argument("--slices", type=int, default=32, help="training slices to calibrate on (default 32)")
+    qua.add_argument("--ckpt-file", help="the weights (default <bundle>/models/model.pt; the record goes beside them)")
+    qua.add_argument("--overwrite", action="store_true", help="replace an existing model_int8.json")
     return parser
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    """``pyconv-monai quantize``: 0 the record was written, 1 int8 failed the Dice rule, 2 it could not start."""
+    try:
+        workflows_quantize.quantize_bundle(
+            bundle_dir(args.bundle), args.dataset_dir, args.slices, args.ckpt_file, args.overwrite, progress=print
+        )
+    except workflows_quantize.QuantizationRejected as e:
+        print(f"pyconv-monai: quantize refused: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as e:
+        print(f"pyconv-monai: error: {_cause(e)}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _inference_config(bundle: str) -> tuple[Path, dict] | None:
@@ -196,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         return _export(args)
+    if args.command == "quantize":
+        return _quantize(args)
     overrides: dict[str, Any] = {}
     if args.overwrite:
         overrides["overwrite"] = True

@@ -78,11 +78,12 @@ def test_wheel_ships_the_bundles_and_nothing_of_their_runs(fresh_install):
         root = f"pyconv_monai/bundles/{bundle}"
         for rel in ("LICENSE", "configs/inference.json", "configs/train.json", "configs/metadata.json",
                     "configs/logging.conf", "configs/evaluate.json", "configs/multi_gpu_evaluate.json",
-                    "docs/README.md", "docs/data_license.txt", "models/model.pt", "models/README.md"):  # fmt: skip
+                    "docs/README.md", "docs/data_license.txt", "models/model.pt", "models/README.md",
+                    "models/model_int8.json"):  # fmt: skip
             assert f"{root}/{rel}" in names, f"{wheel.name}: {root}/{rel} missing"
     assert "pyconv_monai/bundles/schemas/meta_schema_20240725.json" in names
     shipped = {n for n in names if n.startswith("pyconv_monai/bundles/") and "/models/" in n}
-    assert all(n.endswith(("/model.pt", "/README.md")) for n in shipped), shipped  # no checkpoints of local runs
+    assert all(n.endswith(("/model.pt", "/README.md", "/model_int8.json")) for n in shipped), shipped  # no run files
     assert not any("/eval/" in n for n in names)
 
 

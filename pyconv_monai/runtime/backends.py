@@ -25,6 +25,11 @@ written at inference.
 
 Weights with NaN or Inf are refused (:func:`pyconv_monai.runtime.checks.check_finite_weights`), whatever the runtime.
 
+int8 (``precision="int8"``, or ``"auto"`` when a calibration record for these weights is given): the fp32 export
+quantised with the activation ranges of a calibration record (``models/model_int8.json``, written by
+``pyconv-monai quantize`` after checking the bundle's validation Dice; :mod:`pyconv_monai.runtime.quantize`),
+cached like the fp32 export; ONNX Runtime and OpenVINO (the rest of the graph in fp32) run it with int8 kernels.
+
 A runtime that is not installed, or a network that cannot be exported, falls back to torch with one log line.
 Slices of another size than the first get their own export on first use (in memory or in the cache folder, up to 8
 sizes); a tensor that needs gradients, a GPU tensor, or a size that does not export runs through the torch network.
@@ -39,7 +44,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -48,6 +53,14 @@ import torch.nn as nn
 from pyconv_monai.runtime.cache import ONNX_CACHE_ENV, read_verified, resolve_cache_dir, write_verified
 from pyconv_monai.runtime.checks import check_finite_weights
 from pyconv_monai.runtime.fuse import FUSE_MODES, fuse_for_inference
+from pyconv_monai.runtime.quantize import (
+    PERCENTILE,
+    CalibrationError,
+    collect_ranges,
+    quantize_qdq,
+    read_calibration,
+    seal_calibration,
+)
 
 __all__ = [
     "RUNTIMES",
@@ -56,6 +69,8 @@ __all__ = [
     "OnnxRuntimeNetwork",
     "OpenVINONetwork",
     "available_runtimes",
+    "calibrate_network",
+    "calibration_key",
     "export_onnx",
     "network_digest",
     "onnx_digest",
@@ -68,10 +83,12 @@ logger = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 # fp32: exact up to float rounding; bf16: OpenVINO computes in bfloat16 (lossy: allowed because every bundle's
-# validation Dice changes by <= 0.002 against fp32, docs/performance.md); auto: bf16 on OpenVINO where the CPU has
-# bfloat16 units (OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16: AVX512_BF16 or AMX), fp32 everywhere else (ONNX
-# Runtime's CPU provider has no bfloat16 convolutions)
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# validation Dice changes by <= 0.002 against fp32, docs/performance.md); int8: the QDQ model of a calibration record
+# (lossy: `pyconv-monai quantize` writes a record only when the bundle's validation Dice changes by <= 0.002); auto:
+# int8 where a calibration record for these weights is given, else bf16 on OpenVINO where the CPU has bfloat16 units
+# (OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16: AVX512_BF16 or AMX), else fp32 (ONNX Runtime's CPU provider has no
+# bfloat16 convolutions)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 DEFAULT_PRECISION = "auto"
 DIGEST_KEY = "pyconv_monai.digest"
 OPSET = 18
@@ -119,6 +136,63 @@ def network_digest(network: nn.Module, mode: str = DEFAULT_FUSE_MODE, size: tupl
     """
     text = f"{weights_sha256(network)}\n{type(network).__qualname__}\n{network!r}\n{mode}\n{tuple(size)}\n{OPSET}\n"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calibration_key(network: nn.Module, mode: str = DEFAULT_FUSE_MODE) -> str:
+    """What a calibration record is valid for: the weights (:func:`weights_sha256`), the architecture, the fusion and
+    the opset (not the slice size: the ranges serve every size of the same export).
+
+    Args:
+        network: the network with its trained weights.
+        mode: the PyConv fusion of the calibrated export.
+
+    Returns:
+        a hex digest, the record's ``key``.
+    """
+    text = f"{weights_sha256(network)}\n{type(network).__qualname__}\n{network!r}\n{mode}\n{OPSET}\nint8-qdq\n"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calibrate_network(
+    network: nn.Module, slices: Iterable[torch.Tensor | np.ndarray], mode: str = "auto"
+) -> dict[str, Any]:
+    """Measure the activation ranges of the network's ONNX export on preprocessed slices: a calibration record.
+
+    Args:
+        network: the network with its trained weights (evaluation mode).
+        slices: preprocessed inputs ``(C, H, W)`` or ``(B, C, H, W)``, e.g. training slices through the validation
+            transforms; slices of several sizes are calibrated on their own exports and merged.
+        mode: the PyConv fusion (``"auto"``: :data:`DEFAULT_FUSE_MODE`).
+
+    Returns:
+        ``{"key", "mode", "method", "slices", "onnxruntime", "ranges"}`` for
+        :func:`pyconv_monai.runtime.quantize.write_calibration`.
+    """
+    import onnxruntime
+
+    mode = DEFAULT_FUSE_MODE if mode == "auto" else mode
+    check_finite_weights(network)
+    network.eval()
+    by_size: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for x in slices:
+        x = np.asarray(x.detach().cpu().float() if isinstance(x, torch.Tensor) else x, np.float32)
+        x = x[None] if x.ndim == 3 else x
+        by_size.setdefault(tuple(x.shape[2:]), []).append(x)
+    ranges: dict[str, list] = {}
+    for size, batches in by_size.items():
+        for name, (lo, hi) in collect_ranges(export_onnx(network, None, mode, size), batches).items():
+            old = ranges.get(name)
+            ranges[name] = (
+                [lo, hi] if old is None else [np.minimum(old[0], lo).tolist(), np.maximum(old[1], hi).tolist()]
+            )
+    return {
+        "key": calibration_key(network, mode),
+        "mode": mode,
+        "method": f"percentile {PERCENTILE}, asymmetric",
+        "slices": sum(len(b) for batches in by_size.values() for b in batches),
+        "onnxruntime": onnxruntime.__version__,
+        "ranges": dict(sorted(ranges.items())),
+    }
 
 
 def onnx_digest(path: str | os.PathLike) -> str | None:
@@ -300,7 +374,9 @@ class OpenVINONetwork(_RuntimeNetwork):
         size: the slice size it was exported for.
         threads: inference threads (default: ``torch.get_num_threads()``).
         precision: ``"fp32"`` (exact up to rounding; OpenVINO's own default on CPUs with bfloat16 units is bf16, so it
-            is set explicitly), ``"bf16"`` (lossy), or ``"auto"`` (bf16 where the CPU has bfloat16 units, else fp32).
+            is set explicitly), ``"bf16"`` (lossy), ``"int8"`` (``model`` is a QDQ model: its quantised operations
+            run in int8, the rest in fp32, measured faster here than with bf16) or ``"auto"`` (bf16 where the CPU
+            has bfloat16 units, else fp32).
         source: where the model came from (for the log and ``repr``).
         model_for: ``size -> (model, source)`` for slices of other sizes (``None``: they run through torch).
         cache_dir: a folder for compiled models (``<cache_dir>/openvino/<sha256>.blob`` with a sidecar; ``None``:
@@ -334,7 +410,7 @@ class OpenVINONetwork(_RuntimeNetwork):
         self.config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-            "INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         }
         self._runs[self.size] = self._compile(model)
 
@@ -416,6 +492,58 @@ def _model_source(
     return export_onnx(network, None, mode, size), "exported in memory"
 
 
+def _int8_source(
+    network: nn.Module, mode: str, size: tuple[int, ...], record: Mapping[str, Any], cache_dir: str | None
+) -> tuple[bytes, str]:
+    """The int8 QDQ model for ``network`` at ``size`` from a calibration record: cached (verified), else quantised
+    from the fp32 export (:func:`_model_source`) and cached."""
+    import onnxruntime
+
+    text = f"{network_digest(network, mode, size)}\n{record['ranges_sha256']}\nqdq\n{onnxruntime.__version__}\n"
+    key = hashlib.sha256(text.encode()).hexdigest()
+    cached = os.path.join(cache_dir, "onnx", f"{key}.int8.onnx") if cache_dir else None
+    if cached:
+        data = read_verified(cached, key)
+        if data is not None:
+            return data, cached
+    data = quantize_qdq(_model_source(network, mode, size, None, cache_dir)[0], record["ranges"])
+    if cached:
+        try:
+            write_verified(cached, data, key)
+            return data, f"quantised to {cached}"
+        except OSError as e:  # a read-only or full cache folder: the run goes on with the model in memory
+            logger.warning(f"cannot cache the int8 model in {cached} ({type(e).__name__}: {e})")
+    return data, "quantised in memory"
+
+
+def _calibration_for(
+    network: nn.Module, mode: str, calibration: str | os.PathLike | Mapping[str, Any] | None, required: bool
+) -> dict[str, Any] | None:
+    """The calibration record (a file, or a record in memory) if it was made for these weights and this fusion; else
+    ``None`` with a log line, or, when int8 was asked for (``required``), a :class:`CalibrationError` naming the file
+    and the reason."""
+    name = "the calibration record" if isinstance(calibration, Mapping) else os.fspath(calibration or "")
+    try:
+        if calibration is None:
+            raise CalibrationError("precision int8 needs a calibration record (runtime option 'calibration', made by "
+                                   "`pyconv-monai quantize`)")  # fmt: skip
+        if isinstance(calibration, Mapping):
+            record = seal_calibration(calibration)
+        else:
+            record = read_calibration(calibration)
+        if record["key"] != calibration_key(network, mode) or record["mode"] != mode:
+            raise CalibrationError(f"{name} was calibrated for other weights or settings (fusion "
+                                   f"{record['mode']!r}), not for this network with fusion {mode!r}")  # fmt: skip
+    except CalibrationError as e:
+        if required:
+            raise
+        if calibration is not None:  # a bundle without a record is the usual case; an unusable one is worth a warning
+            missing = not isinstance(calibration, Mapping) and not os.path.exists(calibration)
+            logger.log(logging.INFO if missing else logging.WARNING, f"{e}: int8 not used")
+        return None
+    return record
+
+
 def select_runtime(
     network: nn.Module,
     runtime: str = "auto",
@@ -426,6 +554,7 @@ def select_runtime(
     mode: str = "auto",
     size: tuple[int, ...] = (512, 512),
     threads: int | None = None,
+    calibration: str | os.PathLike | Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """The network as the chosen runtime runs it; torch (the network itself) when that runtime cannot run.
 
@@ -436,18 +565,23 @@ def select_runtime(
         model_file: an exported model to use when its sidecar verifies it (e.g. ``<bundle>/models/model.onnx``).
         cache_dir: the folder of exported and compiled models (default: the per-user
             :func:`~pyconv_monai.runtime.cache.default_cache_dir`; ``"off"``: export in memory, compile every run).
-        precision: ``"auto"`` (default: bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"`` or
-            ``"bf16"`` (OpenVINO only; lossy, see :data:`PRECISIONS`).
+        precision: ``"auto"`` (default: int8 where ``calibration`` holds a record for these weights and fusion,
+            else bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"``, ``"bf16"`` (OpenVINO
+            only) or ``"int8"`` (needs ``calibration``); the lossy ones are explained at :data:`PRECISIONS`.
         mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`), or ``"auto"`` (default): the
             fusion measured fastest on these runtimes, :data:`DEFAULT_FUSE_MODE`.
         size: the slice size to export for at once (other sizes are exported when they first come).
         threads: CPU threads of the runtime (default ``torch.get_num_threads()``).
+        calibration: a calibration record: its file (``models/model_int8.json``) or the record itself
+            (:func:`calibrate_network`); with ``"auto"`` a missing record, or one made for other weights, is skipped
+            with a log line.
 
     Returns:
         a module taking and returning tensors like ``network``.
 
     Raises:
         ValueError: for an unknown runtime, precision or mode.
+        CalibrationError: (a ``ValueError``) ``"int8"`` without a valid calibration record for these weights.
         NonFiniteError: when a weight or buffer holds NaN or Inf (whatever the runtime).
     """
     if runtime not in RUNTIMES:
@@ -474,16 +608,25 @@ def select_runtime(
         logger.warning(f"runtime {runtime} is not installed (pip install {runtime}): running the network with torch")
         return network
     size = tuple(int(s) for s in size)
-    if runtime == "openvino" and precision == "auto":
-        precision = "bf16" if openvino_has_bf16() else "fp32"
     mode = DEFAULT_FUSE_MODE if mode == "auto" else mode
+    record = None
+    if precision in ("auto", "int8"):
+        record = _calibration_for(network, mode, calibration, required=precision == "int8")
+    if record is not None:
+        precision = "int8"
+    elif precision == "auto":
+        precision = "bf16" if runtime == "openvino" and openvino_has_bf16() else "fp32"
     folder = resolve_cache_dir(None if cache_dir is None else os.fspath(cache_dir))
     try:
-        model, source = _model_source(
-            network, mode, size, None if model_file is None else os.fspath(model_file), folder
-        )  # fmt: skip
+        if record is not None:
+            model, source = _int8_source(network, mode, size, record, folder)
+        else:
+            model_path = None if model_file is None else os.fspath(model_file)
+            model, source = _model_source(network, mode, size, model_path, folder)
 
         def model_for(other: tuple[int, ...]) -> tuple[str | bytes, str]:  # other slice sizes, on first use
+            if record is not None:
+                return _int8_source(network, mode, other, record, folder)
             return _model_source(network, mode, other, None, folder)
 
         if runtime == "openvino":
@@ -494,15 +637,14 @@ def select_runtime(
     except Exception as e:  # an unexportable network or a runtime that refuses the model: the reference still runs
         logger.warning(f"{runtime} cannot run this network ({type(e).__name__}: {e}); running it with torch")
         return network
-    detail = f", {precision}" if runtime == "openvino" else ", fp32"
-    detail += f", PyConv fusion {mode}"
+    detail = f", {precision if runtime == 'openvino' or precision == 'int8' else 'fp32'}, PyConv fusion {mode}"
     logger.info(f"running the network with {runtime}{detail} ({source})")
     return wrapped
 
 
 def runtime_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Keyword arguments of :func:`select_runtime` from a config mapping (unknown keys are an error)."""
-    allowed = {"model_file", "cache_dir", "precision", "mode", "size", "threads"}
+    allowed = {"model_file", "cache_dir", "precision", "mode", "size", "threads", "calibration"}
     options = dict(options or {})
     unknown = set(options) - allowed
     if unknown:

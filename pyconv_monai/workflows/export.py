@@ -329,11 +329,12 @@ def _zip_members(staging: Path) -> list[Path]:
 
 
 def _bundle_files(root: Path) -> list[str]:
-    """What goes into the zip from the bundle: configs/, docs/, LICENSE and models/model.pt (and models/README.md)."""
+    """What goes into the zip from the bundle: configs/, docs/, LICENSE and models/model.pt (and models/README.md,
+    models/model_int8.json, the int8 calibration record)."""
     files = []
     for sub in ("configs", "docs"):
         files += [p.relative_to(root).as_posix() for p in sorted((root / sub).rglob("*")) if p.is_file()]
-    for name in ("LICENSE", "models/model.pt", "models/README.md"):
+    for name in ("LICENSE", "models/model.pt", "models/README.md", "models/model_int8.json"):
         if (root / name).is_file():
             files.append(name)
     return [f for f in files if "__pycache__" not in f and not f.endswith(".pyc")]

@@ -298,9 +298,11 @@ class RuntimeHandler:
     Args:
         runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
         runtime_options: more arguments of :func:`pyconv_monai.runtime.select_runtime` (``precision``, ``mode``,
-            ``cache_dir``, ``model_file``, ``threads``, ``size``).
+            ``cache_dir``, ``model_file``, ``threads``, ``size``, ``calibration``).
         model_file: default ``model_file`` (an exported ``model.onnx`` used when it was exported from the same
             weights), e.g. beside the checkpoint.
+        calibration: default ``calibration`` (the int8 calibration record ``model_int8.json``, used when it was made
+            for the same weights), e.g. beside the checkpoint.
 
     Raises:
         ValueError: an unknown runtime or option.
@@ -311,6 +313,7 @@ class RuntimeHandler:
         runtime: str = "auto",
         runtime_options: Mapping[str, Any] | None = None,
         model_file: str | os.PathLike | None = None,
+        calibration: str | os.PathLike | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
@@ -318,6 +321,8 @@ class RuntimeHandler:
         self.options = runtime_options_of(runtime_options)
         if model_file is not None:
             self.options.setdefault("model_file", os.fspath(model_file))
+        if calibration is not None:
+            self.options.setdefault("calibration", os.fspath(calibration))
         self._runner: torch.nn.Module | None = None
         self._network: torch.nn.Module | None = None
 
