@@ -13,7 +13,6 @@ or ``"int8"`` while it matches the weights (:func:`pyconv_monai.runtime.select_r
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,8 +29,6 @@ from pyconv_monai.runtime import calibrate_network, select_runtime, write_calibr
 from pyconv_monai.runtime.backends import available_runtimes
 
 __all__ = ["CALIBRATION_FILE", "MAX_DICE_CHANGE", "QuantizationRejected", "quantize_bundle", "mean_dice"]
-
-logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "model_int8.json"  # beside models/model.pt; the bundles' inference.json pass it as `calibration`
 MAX_DICE_CHANGE = 0.002  # the rule for a lossy precision: validation Dice within this of fp32 on each bundle
