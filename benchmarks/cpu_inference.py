@@ -46,9 +46,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose, Orientation
+from monai.transforms import Orientation
 from pydicom.uid import generate_uid
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see benchmarks/__init__.py
@@ -57,13 +56,22 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run by path: see
 from pyconv_monai.cli import segment
 from pyconv_monai.data import DicomSeriesReader
 from pyconv_monai.networks import get_network
-from pyconv_monai.runtime import available_runtimes, calibrate_network, fuse_for_inference, select_runtime
-from pyconv_monai.runtime.backends import DEFAULT_FUSE_MODE
+from pyconv_monai.runtime import (
+    OnnxRuntimeNetwork,
+    available_runtimes,
+    calibrate_network,
+    export_onnx,
+    fuse_for_inference,
+    quantize_qdq,
+    read_calibration,
+    select_runtime,
+)
+from pyconv_monai.runtime.backends import DEFAULT_FUSE_MODE, onnxruntime_has_int8, openvino_has_bf16
 from pyconv_monai.transforms import CTWindow
-from pyconv_monai.workflows.quantize import CALIBRATION_FILE
+from pyconv_monai.workflows.quantize import CALIBRATION_FILE, mean_dice, run_batched, split_slices, training_config
 
-from benchmarks.common import REPO, command_line, dice, markdown_table, print_and_write, shared_data
-from benchmarks.machine import cpu_cores, cpu_model, load_average
+from benchmarks.common import REPO, command_line, markdown_table, print_and_write, shared_data
+from benchmarks.machine import cpu_cores, cpu_features, cpu_model, load_average
 
 BUNDLES = ("lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation")
 LAYOUT_FOLDER = {"lung_ct_2d": "lung_ct_2d", "liver_ct_2d": "liver_ct_2d", "isbi2012_em": "isbi2012_em"}
@@ -77,8 +85,8 @@ def machine(threads: int) -> str:
         except ImportError:
             versions.append(f"{name} not installed")
     return (
-        f"CPU: {cpu_model()}, {cpu_cores()} core(s) usable, {threads} thread(s) per runtime; load average before the "
-        f"run (1/5/15 min): {load_average()}; {', '.join(versions)}"
+        f"CPU: {cpu_model()} ({cpu_features()}), {cpu_cores()} core(s) usable, {threads} thread(s) per runtime; "
+        f"load average before the run (1/5/15 min): {load_average()}; {', '.join(versions)}"
     )
 
 
@@ -91,11 +99,6 @@ def ct_slices(series: Path, count: int) -> torch.Tensor:
     image = CTWindow(None, window=500, level=150)(torch.as_tensor(np.ascontiguousarray(array))[None]).float()
     idx = np.linspace(0, image.shape[-1] - 1, count).round().astype(int)
     return image[0][..., idx].permute(2, 0, 1)[:, None].contiguous()
-
-
-def _run_batches(net: Callable, x: torch.Tensor, batch: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def _calibration(args: argparse.Namespace, name: str, net: torch.nn.Module, mode: str) -> object | None:
@@ -125,7 +128,11 @@ def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
             calibration = _calibration(args, name, net, mode) if "onnxruntime" in found else None
             for runtime, precision in (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
                                        ("openvino", "bf16"), ("openvino", "int8")):  # fmt: skip
-                if runtime in found and (precision != "int8" or calibration is not None):
+                if (
+                    runtime in found
+                    and (precision != "int8" or calibration is not None)
+                    and _runs_here(runtime, precision)
+                ):
                     label = f"{runtime} {precision}" + (f", fused {mode}" if len(modes) > 1 else "")
                     paths.append(
                         (label, lambda r=runtime, p=precision, m=mode, c=calibration: select_runtime(
@@ -136,11 +143,11 @@ def per_slice_rows(args: argparse.Namespace, x: torch.Tensor) -> list[dict]:
             start = time.perf_counter()
             runner = build()
             setup = time.perf_counter() - start
-            _run_batches(runner, x[: args.batch_size], args.batch_size)  # warm-up
+            run_batched(runner, x[: args.batch_size], args.batch_size)  # warm-up
             times, cpu, out = [], [], None
             for _ in range(args.repeats):
                 start, cpu_start = time.perf_counter(), time.process_time()
-                out = _run_batches(runner, x, args.batch_size)
+                out = run_batched(runner, x, args.batch_size)
                 times.append(time.perf_counter() - start)
                 cpu.append(time.process_time() - cpu_start)
             if reference is None:
@@ -204,38 +211,42 @@ def dice_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
     for bundle in BUNDLES:
         root = REPO / "bundles" / bundle
-        parser = ConfigParser()
-        parser.read_config(root / "configs" / "train.json")
-        layout = parser["layout"]
-        parser["dataset_dir"] = str(shared_data() / LAYOUT_FOLDER[layout])
-        parser["bundle_root"] = str(root)
-        items = parser.get_parsed_content("val_datalist")
-        transform = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
-        samples = [transform(dict(item)) for item in items]
-        x = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
-        y = torch.stack([torch.as_tensor(s["label"]).float() for s in samples]) > 0.5
+        parser = training_config(root)
+        parser["dataset_dir"] = str(shared_data() / LAYOUT_FOLDER[parser["layout"]])
+        x, y = split_slices(parser, parser.get_parsed_content("val_datalist"))
         net = get_network("pyconvunet").eval()
         net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-        masks = {}
+        logits = {}
         calibration = root / "models" / CALIBRATION_FILE
         runs = (("fp32", "openvino", "fp32"), ("ort", "onnxruntime", "fp32"), ("bf16", "openvino", "bf16"),
                 ("ov_int8", "openvino", "int8"), ("ort_int8", "onnxruntime", "int8"))  # fmt: skip
+        forced = []
         for label, runtime, precision in runs:
-            if precision == "int8" and not calibration.is_file():
+            if (precision == "int8" and not calibration.is_file()) or (precision == "bf16" and not openvino_has_bf16()):
                 continue
-            runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
-                                    size=tuple(x.shape[2:]), cache_dir="off", calibration=calibration)  # fmt: skip
-            masks[label] = _run_batches(runner, x, args.batch_size) > 0
-        score = {k: _mean_dice(m, y) for k, m in masks.items()}
-        differ = (masks["fp32"] != masks["bf16"]).float().mean().item()
-        rows.append({"bundle": bundle, "slices": len(x), "dice": score, "differ": differ})
+            if runtime == "onnxruntime" and precision == "int8" and not onnxruntime_has_int8():
+                # select_runtime refuses it on this CPU; run it directly to show why (the Dice table's note)
+                size, record = tuple(x.shape[2:]), read_calibration(calibration)
+                model = quantize_qdq(export_onnx(net, None, record["mode"], size), record["ranges"])
+                runner = OnnxRuntimeNetwork(net, model, size, args.threads, "int8, run directly")
+                forced.append(label)
+            else:
+                runner = select_runtime(net, runtime, "cpu", precision=precision, threads=args.threads,
+                                        size=tuple(x.shape[2:]), cache_dir="off", calibration=calibration)  # fmt: skip
+            logits[label] = run_batched(runner, x, args.batch_size)
+        score = {k: mean_dice(v, y) for k, v in logits.items()}
+        differ = ((logits["fp32"] > 0) != (logits["bf16"] > 0)).float().mean().item() if "bf16" in logits else None
+        rows.append({"bundle": bundle, "slices": len(x), "dice": score, "differ": differ, "forced": forced})
         print(f"  {bundle}: Dice " + ", ".join(f"{k} {v:.4f}" for k, v in score.items()), file=sys.stderr, flush=True)
     return rows
 
 
-def _mean_dice(pred: torch.Tensor, label: torch.Tensor) -> float:
-    """Mean over slices of the foreground Dice (MONAI ``DiceMetric`` without background; empty-empty counts 1)."""
-    return statistics.fmean(dice(p, t) for p, t in zip(pred.cpu().numpy(), label.cpu().numpy()))
+def _runs_here(runtime: str, precision: str) -> bool:
+    """Whether ``select_runtime`` runs ``runtime`` in ``precision`` on this CPU (bf16 needs bfloat16 units, elsewhere
+    OpenVINO runs fp32; ONNX Runtime's int8 is refused on x86 without VNNI, where it saturates)."""
+    if precision == "bf16":
+        return openvino_has_bf16()
+    return precision != "int8" or runtime != "onnxruntime" or onnxruntime_has_int8()
 
 
 def _change(dice: dict[str, float]) -> float:
@@ -290,7 +301,7 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
             "fp32 = OpenVINO fp32, ORT = ONNX Runtime fp32, bf16 = OpenVINO bf16, int8 = the bundle's "
             "models/model_int8.json on each runtime, each with select_runtime's default PyConv fusion, i.e. what a "
             "bundle runs); a lossy precision is allowed only where its Dice changes by <= 0.002 against fp32 (either "
-            "way); pixels differing: bf16 against fp32 masks:",
+            "way); pixels differing: bf16 against fp32 masks (bf16 columns empty on a CPU without bfloat16 units):",
             "",
         ]
         names = (("fp32", "fp32"), ("ort", "ORT fp32"), ("bf16", "bf16"), ("ov_int8", "OpenVINO int8"),
@@ -300,9 +311,18 @@ def report(args: argparse.Namespace, host: str, slices: list[dict], study: list[
              "lossy allowed"),
             "lrrrrrrrrl",
             [(r["bundle"], r["slices"], *(f"{r['dice'][k]:.5f}" if k in r["dice"] else "" for k, _ in names),
-              f"{_change(r['dice']):.5f}", f"{100 * r['differ']:.3f} %", "yes" if _change(r["dice"]) <= 0.002 else "no")
+              f"{_change(r['dice']):.5f}", "" if r["differ"] is None else f"{100 * r['differ']:.3f} %",
+              "yes" if _change(r["dice"]) <= 0.002 else "no")
              for r in scores],
         )  # fmt: skip
+        forced = sorted({k for r in scores for k in r.get("forced", ())})
+        if forced:
+            titles = ", ".join(title for k, title in names if k in forced)
+            note = (
+                f"{titles}: run directly, because `select_runtime` refuses it on this CPU (x86 without VNNI, "
+                "where ONNX Runtime's int8 products saturate); a bundle runs OpenVINO int8 or fp32 here."
+            )
+            lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 # Copyright (c) pyconv-monai contributors
 # Licensed under the Apache License, Version 2.0
 
-"""What machine a measurement ran on: the CPU's model name, the cores this process may use and the load average."""
+"""What machine a measurement ran on: the CPU's model name and vector units, the cores this process may use and the
+load average."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import contextlib
 import os
 import platform
 
-__all__ = ["cpu_cores", "cpu_model", "load_average"]
+__all__ = ["cpu_cores", "cpu_features", "cpu_model", "load_average"]
+
+# the x86 flags that decide which int8/bf16 kernels the CPU runtimes use (VNNI: int8 dot products without the int16
+# saturation of AVX2's vpmaddubsw; BF16/AMX: bfloat16 convolutions)
+_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def cpu_model() -> str:
@@ -20,6 +25,18 @@ def cpu_model() -> str:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_features() -> str:
+    """The CPU's vector units among AVX2, AVX-512, VNNI, BF16 and AMX, e.g. ``"avx2 avx512f avx512_vnni"`` (from
+    ``/proc/cpuinfo``; ``"unknown"`` elsewhere, ``"none of ..."`` where it has none of them)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return " ".join(x for x in _FEATURES if x in flags) or f"none of {' '.join(_FEATURES)}"
+    return "unknown"
 
 
 def cpu_cores() -> int:

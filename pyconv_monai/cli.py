@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("auto", "fp32", "bf16", "int8"),
         help="arithmetic of the CPU runtime (the bundle's runtime_options precision; default auto: int8 where the "
-        "bundle has an int8 calibration for its weights (models/model_int8.json, see quantize), else bf16 where the "
+        "bundle has an int8 calibration for its weights (models/model_int8.json, see quantize; not ONNX Runtime on an "
+        "x86 CPU without VNNI, where its int8 saturates), else bf16 where the "
         "CPU has bfloat16 units (OpenVINO), each allowed by the bundle's measured Dice, see docs/performance.md; "
         "fp32: the exact path)",
     )

@@ -131,9 +131,12 @@ def test_overlay_picture_of_the_main_job(main_job_run, tmp_path):
     series = REPO / main_job()[2]
     info = write_overlay(series, out / "CT_Body_3.0_seg.nii.gz", png, reference=REFERENCE, reference_value=LIVER_LABEL)
     assert info["mask_pixels"] > 0 and info["dice"] > 0.85
-    # the README quotes the reference volume and the Dice this command prints
+    # the README quotes the reference volume and the Dice this command prints (the Dice within 0.002: on another CPU
+    # the int8 kernels flip a few boundary voxels, e.g. 0.925 on an AVX2-only EPYC against the README's 0.924)
     text = README.read_text()
-    assert f"holds {info['reference_ml']:.1f} mL" in text and f"Dice {info['dice']:.3f}" in text
+    assert f"holds {info['reference_ml']:.1f} mL" in text
+    shown = re.search(r"overlap with Dice ([\d.]+) over the volume", text)
+    assert shown and float(shown.group(1)) == pytest.approx(info["dice"], abs=0.002), (shown, info["dice"])
     assert f"slice {info['slice']} of 20" in text
     with Image.open(png) as im:
         assert im.size == (2 * 512 + 4, 512) and im.mode == "RGB"

@@ -29,6 +29,8 @@ int8 (``precision="int8"``, or ``"auto"`` when a calibration record for these we
 quantised with the activation ranges of a calibration record (``models/model_int8.json``, written by
 ``pyconv-monai quantize`` after checking the bundle's validation Dice; :mod:`pyconv_monai.runtime.quantize`),
 cached like the fp32 export; ONNX Runtime and OpenVINO (the rest of the graph in fp32) run it with int8 kernels.
+ONNX Runtime's int8 is refused on x86 CPUs without VNNI (:func:`onnxruntime_has_int8`): there its products saturate
+and the masks are wrong (measured: lung validation Dice 0.906 against 0.980 in fp32).
 
 A runtime that is not installed, or a network that cannot be exported, falls back to torch with one log line.
 Slices of another size than the first get their own export on first use (in memory or in the cache folder, up to 8
@@ -43,6 +45,7 @@ import io
 import json
 import logging
 import os
+import platform
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -74,6 +77,8 @@ __all__ = [
     "export_onnx",
     "network_digest",
     "onnx_digest",
+    "onnxruntime_has_int8",
+    "openvino_has_bf16",
     "runtime_options",
     "select_runtime",
     "weights_sha256",
@@ -85,7 +90,8 @@ RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnxruntime", "openvino")
 # fp32: exact up to float rounding; bf16: OpenVINO computes in bfloat16 (lossy: allowed because every bundle's
 # validation Dice changes by <= 0.002 against fp32, docs/performance.md); int8: the QDQ model of a calibration record
 # (lossy: `pyconv-monai quantize` writes a record only when the bundle's validation Dice changes by <= 0.002); auto:
-# int8 where a calibration record for these weights is given, else bf16 on OpenVINO where the CPU has bfloat16 units
+# int8 where a calibration record for these weights is given (ONNX Runtime's only on a CPU where its int8 does not
+# saturate, onnxruntime_has_int8), else bf16 on OpenVINO where the CPU has bfloat16 units
 # (OpenVINO's OPTIMIZATION_CAPABILITIES lists BF16: AVX512_BF16 or AMX), else fp32 (ONNX Runtime's CPU provider has no
 # bfloat16 convolutions)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
@@ -374,7 +380,8 @@ class OpenVINONetwork(_RuntimeNetwork):
         size: the slice size it was exported for.
         threads: inference threads (default: ``torch.get_num_threads()``).
         precision: ``"fp32"`` (exact up to rounding; OpenVINO's own default on CPUs with bfloat16 units is bf16, so it
-            is set explicitly), ``"bf16"`` (lossy), ``"int8"`` (``model`` is a QDQ model: its quantised operations
+            is set explicitly), ``"bf16"`` (lossy; fp32 with a warning on a CPU without bfloat16 units, where OpenVINO
+            would ignore it), ``"int8"`` (``model`` is a QDQ model: its quantised operations
             run in int8, the rest in fp32, measured faster here than with bf16) or ``"auto"`` (bf16 where the CPU
             has bfloat16 units, else fp32).
         source: where the model came from (for the log and ``repr``).
@@ -405,6 +412,9 @@ class OpenVINONetwork(_RuntimeNetwork):
         self.core = _openvino_core()
         if precision == "auto":
             precision = "bf16" if openvino_has_bf16() else "fp32"
+        elif precision == "bf16" and not openvino_has_bf16():  # OpenVINO would ignore the hint: say what runs
+            logger.warning("bf16 asked for, but this CPU has no bfloat16 units (AVX512_BF16 or AMX): running fp32")
+            precision = "fp32"
         self.precision = precision
         self.cache_dir = cache_dir
         self.config = {
@@ -456,6 +466,40 @@ def openvino_has_bf16() -> bool:
         return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:
         return False
+
+
+# why ONNX Runtime's int8 is not run where onnxruntime_has_int8() is False (docs/performance.md, issue 19)
+ORT_INT8_REFUSED = (
+    "ONNX Runtime's int8 convolutions saturate on an x86 CPU without VNNI (uint8 x int8 pairs summed in int16; "
+    "measured: lung validation Dice 0.906 against 0.980 in fp32); run OpenVINO (runtime 'openvino' or 'auto') or "
+    "precision 'fp32'"
+)
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+@functools.lru_cache(maxsize=None)
+def onnxruntime_has_int8() -> bool:
+    """Whether ONNX Runtime's int8 kernels compute without overflow here: every CPU but an x86 one without VNNI
+    (``avx512_vnni`` or ``avx_vnni``). Without VNNI its x86 kernels add pairs of uint8 x int8 products in int16
+    (``vpmaddubsw``), which saturates (ONNX Runtime's quantization guide); OpenVINO's kernels do not.
+
+    Returns:
+        ``False`` on an x86 CPU without VNNI (from ``/proc/cpuinfo``, else numpy's CPU features), else ``True``.
+    """
+    if platform.machine().lower() not in _X86:
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+        if flags is not None:
+            return "avx512_vnni" in flags or "avx_vnni" in flags
+    except OSError:
+        pass
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return bool(features.get("AVX512VNNI"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -565,9 +609,10 @@ def select_runtime(
         model_file: an exported model to use when its sidecar verifies it (e.g. ``<bundle>/models/model.onnx``).
         cache_dir: the folder of exported and compiled models (default: the per-user
             :func:`~pyconv_monai.runtime.cache.default_cache_dir`; ``"off"``: export in memory, compile every run).
-        precision: ``"auto"`` (default: int8 where ``calibration`` holds a record for these weights and fusion,
-            else bf16 on OpenVINO where the CPU has bfloat16 units, else fp32), ``"fp32"``, ``"bf16"`` (OpenVINO
-            only) or ``"int8"`` (needs ``calibration``); the lossy ones are explained at :data:`PRECISIONS`.
+        precision: ``"auto"`` (default: int8 where ``calibration`` holds a record for these weights and fusion
+            and the runtime's int8 kernels hold on this CPU, :func:`onnxruntime_has_int8`; else bf16 on OpenVINO
+            where the CPU has bfloat16 units, else fp32), ``"fp32"``, ``"bf16"`` (OpenVINO only) or ``"int8"``
+            (needs ``calibration``); the lossy ones are explained at :data:`PRECISIONS`.
         mode: PyConv fusion of the export (:data:`pyconv_monai.runtime.FUSE_MODES`), or ``"auto"`` (default): the
             fusion measured fastest on these runtimes, :data:`DEFAULT_FUSE_MODE`.
         size: the slice size to export for at once (other sizes are exported when they first come).
@@ -580,7 +625,8 @@ def select_runtime(
         a module taking and returning tensors like ``network``.
 
     Raises:
-        ValueError: for an unknown runtime, precision or mode.
+        ValueError: for an unknown runtime, precision or mode, and for ``"int8"`` on ONNX Runtime where
+            :func:`onnxruntime_has_int8` is False.
         CalibrationError: (a ``ValueError``) ``"int8"`` without a valid calibration record for these weights.
         NonFiniteError: when a weight or buffer holds NaN or Inf (whatever the runtime).
     """
@@ -610,8 +656,13 @@ def select_runtime(
     size = tuple(int(s) for s in size)
     mode = DEFAULT_FUSE_MODE if mode == "auto" else mode
     record = None
-    if precision in ("auto", "int8"):
+    int8_here = runtime != "onnxruntime" or onnxruntime_has_int8()
+    if precision == "int8" and not int8_here:
+        raise ValueError(f"precision 'int8' refused: {ORT_INT8_REFUSED}.")
+    if precision in ("auto", "int8") and int8_here:
         record = _calibration_for(network, mode, calibration, required=precision == "int8")
+    elif precision == "auto" and calibration is not None:
+        logger.info(f"{ORT_INT8_REFUSED}: int8 not used")
     if record is not None:
         precision = "int8"
     elif precision == "auto":

@@ -50,8 +50,13 @@ def init_distributed() -> None:
 def finalize_distributed() -> None:
     """End the process group (the multi-GPU configs' ``finalize``) and tell ignite, which caches it: without
     ``idist.sync()`` a later run in the same process (MONAI FL, a notebook, a test) would ask a destroyed group for its
-    rank and fail with "Default process group has not been initialized"."""
+    rank and fail with "Default process group has not been initialized".
+
+    Every rank waits at a barrier first: a rank that tore its gloo group down while another was still finishing its
+    last collective (rank 0 writes the metrics after the gather) could abort that rank at exit ("terminate called
+    without an active exception")."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
     idist.sync()
 

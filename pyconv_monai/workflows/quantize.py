@@ -26,9 +26,18 @@ from monai.metrics import DiceMetric
 from monai.transforms import Compose
 from pyconv_monai.handlers import load_checkpoint
 from pyconv_monai.runtime import calibrate_network, select_runtime, write_calibration
-from pyconv_monai.runtime.backends import available_runtimes
+from pyconv_monai.runtime.backends import ORT_INT8_REFUSED, available_runtimes, onnxruntime_has_int8
 
-__all__ = ["CALIBRATION_FILE", "MAX_DICE_CHANGE", "QuantizationRejected", "quantize_bundle", "mean_dice"]
+__all__ = [
+    "CALIBRATION_FILE",
+    "MAX_DICE_CHANGE",
+    "QuantizationRejected",
+    "quantize_bundle",
+    "mean_dice",
+    "training_config",
+    "split_slices",
+    "run_batched",
+]
 
 CALIBRATION_FILE = "model_int8.json"  # beside models/model.pt; the bundles' inference.json pass it as `calibration`
 MAX_DICE_CHANGE = 0.002  # the rule for a lossy precision: validation Dice within this of fp32 on each bundle
@@ -53,12 +62,52 @@ def mean_dice(logits: torch.Tensor, label: torch.Tensor) -> float:
     return float(metric((logits > 0).float(), (label > 0.5).float()).mean())
 
 
-def _run(network: torch.nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
+def run_batched(network: torch.nn.Module, x: torch.Tensor, batch: int = 4) -> torch.Tensor:
+    """The network's outputs for ``x``, ``batch`` slices per call, without gradients.
+
+    Args:
+        network: a module taking ``(B, C, H, W)`` (the torch network or a runtime of
+            :func:`~pyconv_monai.runtime.select_runtime`).
+        x: ``(N, C, H, W)`` slices.
+        batch: slices per call.
+
+    Returns:
+        ``(N, ...)`` outputs.
+    """
     with torch.no_grad():
         return torch.cat([network(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def _slices(parser: ConfigParser, items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+def training_config(bundle_root: str | os.PathLike, dataset_dir: str | os.PathLike | None = None) -> ConfigParser:
+    """A bundle's ``train.json`` with its ``bundle_root`` (and ``dataset_dir``, when given) set: its data split is
+    ``train_datalist`` / ``val_datalist``.
+
+    Args:
+        bundle_root: the bundle folder.
+        dataset_dir: the training data (default: the bundle's own default).
+
+    Returns:
+        the parser (nothing parsed yet).
+    """
+    root = Path(bundle_root).resolve()
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "train.json"))
+    parser["bundle_root"] = str(root)
+    if dataset_dir is not None:
+        parser["dataset_dir"] = os.path.abspath(dataset_dir)
+    return parser
+
+
+def split_slices(parser: ConfigParser, items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of data-list items through the bundle's validation transforms (``validate#preprocessing``).
+
+    Args:
+        parser: the bundle's training config (:func:`training_config`).
+        items: items of its ``train_datalist`` or ``val_datalist``.
+
+    Returns:
+        ``(images, labels)``, each ``(N, C, H, W)`` float.
+    """
     transform = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
     samples = [transform(dict(item)) for item in items]
     x = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
@@ -102,11 +151,7 @@ def quantize_bundle(
         raise FileExistsError(f"{target} exists (pass overwrite to replace it)")
     if not ckpt.is_file():
         raise FileNotFoundError(f"no weights at {ckpt}")
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "train.json"))
-    parser["bundle_root"] = str(root)
-    if dataset_dir is not None:
-        parser["dataset_dir"] = os.path.abspath(dataset_dir)
+    parser = training_config(root, dataset_dir)
     data = parser.get_parsed_content("dataset_dir")
     train, val = parser.get_parsed_content("train_datalist"), parser.get_parsed_content("val_datalist")
     if not train or not val:
@@ -117,23 +162,30 @@ def quantize_bundle(
 
     picks = np.unique(np.linspace(0, len(train) - 1, min(slices, len(train))).round().astype(int))
     say(f"calibrating on {len(picks)} of {len(train)} training slices from {data}")
-    x_cal, _ = _slices(parser, [train[i] for i in picks])
+    x_cal, _ = split_slices(parser, [train[i] for i in picks])
     record = calibrate_network(network, list(x_cal))
     record["calibration"] = {"dataset_dir": os.path.basename(os.path.normpath(data)), "layout": parser["layout"],
                              "training_slices": len(train), "calibration_slices": len(picks)}  # fmt: skip
 
     say(f"checking validation Dice on {len(val)} slices: fp32 against int8")
-    x, y = _slices(parser, val)
+    x, y = split_slices(parser, val)
     runtimes = [r for r in ("openvino", "onnxruntime") if r in available_runtimes()]
     if not runtimes:
         raise FileNotFoundError("neither OpenVINO nor ONNX Runtime is installed: int8 cannot run here")
+    if "onnxruntime" in runtimes and not onnxruntime_has_int8():  # its int8 is refused here: nothing to measure
+        say(f"  onnxruntime: not measured ({ORT_INT8_REFUSED})")
+        runtimes.remove("onnxruntime")
+        if not runtimes:
+            raise FileNotFoundError(f"int8 cannot run here: {ORT_INT8_REFUSED}")
     size = tuple(x.shape[2:])
-    fp32 = mean_dice(_run(select_runtime(network, runtimes[0], precision="fp32", size=size, cache_dir="off"), x), y)
+    fp32 = mean_dice(
+        run_batched(select_runtime(network, runtimes[0], precision="fp32", size=size, cache_dir="off"), x), y
+    )
     scores = {}
     for runtime in runtimes:
         with_int8 = select_runtime(network, runtime, precision="int8", size=size, cache_dir="off",
                                    calibration=record)  # fmt: skip
-        scores[runtime] = mean_dice(_run(with_int8, x), y)
+        scores[runtime] = mean_dice(run_batched(with_int8, x), y)
         say(f"  {runtime}: Dice fp32 {fp32:.5f}, int8 {scores[runtime]:.5f}")
     record["dice"] = {"validation_slices": len(val), "fp32": fp32, "int8": scores, "max_change": max_change}
     worst = max(abs(fp32 - s) for s in scores.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import json
 import logging
 
@@ -11,21 +13,31 @@ from pyconv_monai import cli
 from pyconv_monai.runtime import (
     CalibrationError,
     available_runtimes,
+    backends,
     calibrate_network,
     calibration_key,
     export_onnx,
+    onnxruntime_has_int8,
     quantize_qdq,
     read_calibration,
     select_runtime,
     write_calibration,
 )
-from pyconv_monai.workflows.quantize import CALIBRATION_FILE, MAX_DICE_CHANGE, QuantizationRejected, quantize_bundle
+from pyconv_monai.workflows.quantize import (
+    CALIBRATION_FILE,
+    MAX_DICE_CHANGE,
+    QuantizationRejected,
+    mean_dice,
+    quantize_bundle,
+)
 
 from tests.conftest import REPO
 from tests.runtime.test_runtime import FAST_RUNTIMES, _trained, _validation_slices, needs_runtime, small_net
 
 BUNDLES = ["lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation"]
 pytestmark = needs_runtime
+# the runtimes whose int8 select_runtime runs on this CPU (ONNX Runtime's is refused on x86 without VNNI)
+INT8_RUNTIMES = [r for r in FAST_RUNTIMES if r != "onnxruntime" or onnxruntime_has_int8()]
 
 
 def _images(count: int, size: int = 64) -> list[torch.Tensor]:
@@ -42,6 +54,15 @@ def record() -> dict:
     return calibrate_network(small_net(), _images(4))
 
 
+def test_mean_dice_of_logits_counts_a_slice_empty_in_both_as_one():
+    """The Dice of the quantize rule and the benchmark's table (``logits > 0`` against ``label > 0.5``)."""
+    label = torch.zeros(2, 1, 4, 4)
+    label[0, 0, :2] = 1.0
+    logits = label * 4 - 2
+    logits[0, 0, 0] = -1.0  # 4 of 8 found: Dice 2*4/(4+8) = 2/3; slice 1 empty in both: 1
+    assert mean_dice(logits, label) == pytest.approx((2 / 3 + 1) / 2)
+
+
 def test_calibration_record_names_its_weights_and_fusion(record):
     net = small_net()
     assert record["key"] == calibration_key(net, "width") and record["mode"] == "width" and record["slices"] == 4
@@ -53,6 +74,10 @@ def test_calibration_record_names_its_weights_and_fusion(record):
 @pytest.mark.parametrize("runtime", FAST_RUNTIMES)
 def test_int8_follows_fp32_and_serves_other_sizes(record, runtime, tmp_path, caplog):
     net = small_net()
+    if runtime not in INT8_RUNTIMES:  # this CPU: ONNX Runtime's int8 saturates, so it is refused (test below)
+        with pytest.raises(ValueError, match="without VNNI"):
+            select_runtime(net, runtime, precision="int8", size=(64, 64), cache_dir=tmp_path, calibration=record)
+        return
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
         int8 = select_runtime(net, runtime, precision="int8", size=(64, 64), cache_dir=tmp_path, calibration=record)
     assert f"running the network with {runtime}, int8" in caplog.text
@@ -74,28 +99,77 @@ def test_int8_follows_fp32_and_serves_other_sizes(record, runtime, tmp_path, cap
     assert f"({cached})" in caplog.text, "the second run takes the verified cached int8 model"
 
 
+def _pretend_cpu(monkeypatch, machine: str, flags: str | None) -> None:
+    """``platform.machine()`` and the flags line of ``/proc/cpuinfo`` (``None``: no such file) as on another CPU."""
+    monkeypatch.setattr(backends.platform, "machine", lambda: machine)
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if file == "/proc/cpuinfo":
+            if flags is None:
+                raise FileNotFoundError(file)
+            return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+@pytest.mark.parametrize(
+    "machine, flags, exact",
+    [("x86_64", "fpu sse4_2 avx2 fma", False), ("x86_64", "avx2 avx512f avx512_vnni", True),
+     ("x86_64", "avx2 avx_vnni", True), ("aarch64", None, True)],
+)  # fmt: skip
+def test_onnxruntime_int8_needs_vnni_on_x86(monkeypatch, machine, flags, exact):
+    _pretend_cpu(monkeypatch, machine, flags)
+    assert backends.onnxruntime_has_int8.__wrapped__() is exact
+
+
+def test_onnxruntime_int8_is_refused_where_it_saturates(record, monkeypatch, caplog):
+    """On an x86 CPU without VNNI: ``"int8"`` on ONNX Runtime is an error saying why, ``"auto"`` runs fp32 with a log
+    line, and OpenVINO's int8 still runs (its kernels do not saturate)."""
+    monkeypatch.setattr(backends, "onnxruntime_has_int8", lambda: False)
+    net = small_net()
+    with pytest.raises(ValueError, match="saturate on an x86 CPU without VNNI.*'openvino'"):
+        select_runtime(net, "onnxruntime", precision="int8", size=(64, 64), cache_dir="off", calibration=record)
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
+        runner = select_runtime(net, "onnxruntime", size=(64, 64), cache_dir="off", calibration=record)
+    assert "without VNNI" in caplog.text and "int8 not used" in caplog.text and "onnxruntime, fp32" in caplog.text
+    x = torch.stack(_images(2))
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), net(x), atol=1e-4, rtol=1e-4)
+    if "openvino" in FAST_RUNTIMES:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
+            select_runtime(net, "openvino", precision="int8", size=(64, 64), cache_dir="off", calibration=record)
+        assert "openvino, int8" in caplog.text
+
+
 def test_int8_is_refused_without_a_record_for_these_weights(record, tmp_path, caplog):
+    if not INT8_RUNTIMES:
+        pytest.skip("no runtime runs int8 on this CPU")
+    runtime = INT8_RUNTIMES[-1]
     net = small_net()
     with pytest.raises(CalibrationError, match="needs a calibration record"):
-        select_runtime(net, "onnxruntime", precision="int8", size=(64, 64), cache_dir="off")
+        select_runtime(net, runtime, precision="int8", size=(64, 64), cache_dir="off")
     missing = tmp_path / "none.json"
     with pytest.raises(CalibrationError, match="none.json: no int8 calibration"):
-        select_runtime(net, "onnxruntime", precision="int8", size=(64, 64), cache_dir="off", calibration=missing)
+        select_runtime(net, runtime, precision="int8", size=(64, 64), cache_dir="off", calibration=missing)
     other = small_net()
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
     with pytest.raises(CalibrationError, match="calibrated for other weights"):
-        select_runtime(other, "onnxruntime", precision="int8", size=(64, 64), cache_dir="off", calibration=record)
+        select_runtime(other, runtime, precision="int8", size=(64, 64), cache_dir="off", calibration=record)
     with pytest.raises(CalibrationError, match="calibrated for other weights"):
-        select_runtime(net, "onnxruntime", precision="int8", mode="dense", cache_dir="off", calibration=record)
+        select_runtime(net, runtime, precision="int8", mode="dense", cache_dir="off", calibration=record)
     # auto: int8 only with a valid record; otherwise the next precision, with a warning for an unusable record
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
-        select_runtime(other, "onnxruntime", size=(64, 64), cache_dir="off", calibration=record)
-    assert "int8 not used" in caplog.text and "onnxruntime, fp32" in caplog.text
+        select_runtime(other, runtime, size=(64, 64), cache_dir="off", calibration=record)
+    assert "int8 not used" in caplog.text
+    assert f"{runtime}, fp32" in caplog.text or f"{runtime}, bf16" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
-        select_runtime(net, "onnxruntime", size=(64, 64), cache_dir="off", calibration=record)
-    assert "onnxruntime, int8" in caplog.text
+        select_runtime(net, runtime, size=(64, 64), cache_dir="off", calibration=record)
+    assert f"{runtime}, int8" in caplog.text
 
 
 def test_record_file_is_written_once_and_an_edited_one_is_refused(record, tmp_path, caplog):
@@ -111,7 +185,7 @@ def test_record_file_is_written_once_and_an_edited_one_is_refused(record, tmp_pa
     with pytest.raises(CalibrationError, match="was edited"):
         read_calibration(path)
     with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
-        runner = select_runtime(small_net(), "onnxruntime", size=(64, 64), cache_dir="off", calibration=path)
+        runner = select_runtime(small_net(), INT8_RUNTIMES[-1], size=(64, 64), cache_dir="off", calibration=path)
     assert "was edited): int8 not used" in caplog.text and runner.source == "exported in memory"
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CalibrationError, match="bad.json: not a readable calibration record"):
@@ -140,7 +214,7 @@ def test_shipped_records_match_the_shipped_weights_and_the_dice_rule(bundle, sha
     x = _validation_slices(shared_data, bundle, 2)
     with torch.no_grad():
         ref = net(x) > 0
-        for runtime in FAST_RUNTIMES:
+        for runtime in INT8_RUNTIMES:
             runner = select_runtime(net, runtime, size=tuple(x.shape[2:]), threads=2, cache_dir="off",
                                     calibration=REPO / "bundles" / bundle / "models" / CALIBRATION_FILE)  # fmt: skip
             mask = runner(x) > 0

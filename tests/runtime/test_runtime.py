@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
-from monai.transforms import Compose
 from pyconv_monai import cli
 from pyconv_monai.networks import PyConvUNet, get_network, optimize_pyconv
 from pyconv_monai.runtime import (
@@ -36,6 +34,7 @@ from pyconv_monai.runtime import (
     weights_sha256,
     width_plan_mode,
 )
+from pyconv_monai.workflows.quantize import split_slices, training_config
 
 from tests.conftest import REPO
 
@@ -281,6 +280,13 @@ def test_auto_precision_is_bf16_exactly_where_the_cpu_has_it(tmp_path, caplog):
     assert "PyConv fusion width" in caplog.text, "auto fusion: the per-unit width plan"
     exact = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off", precision="fp32")
     assert exact.precision == "fp32" and exact.config["INFERENCE_PRECISION_HINT"] == "f32"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pyconv_monai.runtime.backends"):
+        asked = select_runtime(net, "openvino", "cpu", size=(64, 64), cache_dir="off", precision="bf16")
+    # bf16 asked for on a CPU without bfloat16 units: OpenVINO would ignore the hint, so the run says fp32
+    assert asked.precision == ("bf16" if bf16 else "fp32")
+    assert ("no bfloat16 units" in caplog.text) is not bf16
+    assert f"openvino, {asked.precision}, PyConv fusion" in caplog.text
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(exact(x), net(x), atol=1e-4, rtol=1e-4)
@@ -332,14 +338,11 @@ def test_torch_runtime_and_gpu_device_keep_the_network():
 
 def _validation_slices(shared_data: Path, bundle: str, count: int) -> torch.Tensor:
     """The first ``count`` validation images of a bundle (its train.json split and preprocessing), ``(N, 1, H, W)``."""
-    parser = ConfigParser()
-    parser.read_config(REPO / "bundles" / bundle / "configs" / "train.json")
-    parser["bundle_root"] = str(REPO / "bundles" / bundle)
+    parser = training_config(REPO / "bundles" / bundle)
     parser["dataset_dir"] = str(shared_data / LAYOUT_FOLDER[parser["layout"]])
     items = parser.get_parsed_content("val_datalist")[:count]
     assert len(items) == count, f"{bundle}: fewer than {count} validation images"
-    transform = Compose(parser.get_parsed_content("validate#preprocessing").transforms)
-    return torch.stack([torch.as_tensor(transform(dict(item))["image"]).float() for item in items])
+    return split_slices(parser, items)[0]
 
 
 def _trained(bundle: str) -> torch.nn.Module:
