@@ -115,13 +115,13 @@ def _pretend_cpu(monkeypatch, machine: str, flags: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "machine, flags, exact",
+    "machine, flags, holds",
     [("x86_64", "fpu sse4_2 avx2 fma", False), ("x86_64", "avx2 avx512f avx512_vnni", True),
      ("x86_64", "avx2 avx_vnni", True), ("aarch64", None, True)],
 )  # fmt: skip
-def test_onnxruntime_int8_needs_vnni_on_x86(monkeypatch, machine, flags, exact):
+def test_onnxruntime_int8_needs_vnni_on_x86(monkeypatch, machine, flags, holds):
     _pretend_cpu(monkeypatch, machine, flags)
-    assert backends.onnxruntime_has_int8.__wrapped__() is exact
+    assert backends.onnxruntime_has_int8.__wrapped__() is holds
 
 
 def test_onnxruntime_int8_is_refused_where_it_saturates(record, monkeypatch, caplog):
