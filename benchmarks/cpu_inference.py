@@ -66,7 +66,7 @@ from pyconv_monai.runtime import (
     read_calibration,
     select_runtime,
 )
-from pyconv_monai.runtime.backends import DEFAULT_FUSE_MODE, onnxruntime_has_int8, openvino_has_bf16
+from pyconv_monai.runtime.backends import DEFAULT_FUSE_MODE, int8_runs_here, openvino_has_bf16
 from pyconv_monai.transforms import CTWindow
 from pyconv_monai.workflows.quantize import CALIBRATION_FILE, mean_dice, run_batched, split_slices, training_config
 
@@ -224,7 +224,7 @@ def dice_rows(args: argparse.Namespace) -> list[dict]:
         for label, runtime, precision in runs:
             if (precision == "int8" and not calibration.is_file()) or (precision == "bf16" and not openvino_has_bf16()):
                 continue
-            if runtime == "onnxruntime" and precision == "int8" and not onnxruntime_has_int8():
+            if precision == "int8" and not int8_runs_here(runtime):
                 # select_runtime refuses it on this CPU; run it directly to show why (the Dice table's note)
                 size, record = tuple(x.shape[2:]), read_calibration(calibration)
                 model = quantize_qdq(export_onnx(net, None, record["mode"], size), record["ranges"])
@@ -246,7 +246,7 @@ def _runs_here(runtime: str, precision: str) -> bool:
     OpenVINO runs fp32; ONNX Runtime's int8 is refused on x86 without VNNI, where it saturates)."""
     if precision == "bf16":
         return openvino_has_bf16()
-    return precision != "int8" or runtime != "onnxruntime" or onnxruntime_has_int8()
+    return precision != "int8" or int8_runs_here(runtime)
 
 
 def _change(dice: dict[str, float]) -> float:

@@ -77,6 +77,7 @@ __all__ = [
     "export_onnx",
     "network_digest",
     "onnx_digest",
+    "int8_runs_here",
     "onnxruntime_has_int8",
     "openvino_has_bf16",
     "runtime_options",
@@ -502,6 +503,12 @@ def onnxruntime_has_int8() -> bool:
     return bool(features.get("AVX512VNNI"))
 
 
+def int8_runs_here(runtime: str) -> bool:
+    """Whether :func:`select_runtime` runs ``runtime``'s int8 on this CPU: OpenVINO's everywhere, ONNX Runtime's where
+    :func:`onnxruntime_has_int8` (elsewhere it is refused with :data:`ORT_INT8_REFUSED`)."""
+    return runtime != "onnxruntime" or onnxruntime_has_int8()
+
+
 @functools.lru_cache(maxsize=None)
 def _openvino_core() -> Any:
     """The process's one OpenVINO ``Core``, shared by every network (OpenVINO's advice: one ``Core`` per process, so
@@ -656,7 +663,7 @@ def select_runtime(
     size = tuple(int(s) for s in size)
     mode = DEFAULT_FUSE_MODE if mode == "auto" else mode
     record = None
-    int8_here = runtime != "onnxruntime" or onnxruntime_has_int8()
+    int8_here = int8_runs_here(runtime)
     if precision == "int8" and not int8_here:
         raise ValueError(f"precision 'int8' refused: {ORT_INT8_REFUSED}.")
     if precision in ("auto", "int8") and int8_here:

@@ -26,7 +26,7 @@ from monai.metrics import DiceMetric
 from monai.transforms import Compose
 from pyconv_monai.handlers import load_checkpoint
 from pyconv_monai.runtime import calibrate_network, select_runtime, write_calibration
-from pyconv_monai.runtime.backends import ORT_INT8_REFUSED, available_runtimes, onnxruntime_has_int8
+from pyconv_monai.runtime.backends import ORT_INT8_REFUSED, available_runtimes, int8_runs_here
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -172,11 +172,11 @@ def quantize_bundle(
     runtimes = [r for r in ("openvino", "onnxruntime") if r in available_runtimes()]
     if not runtimes:
         raise FileNotFoundError("neither OpenVINO nor ONNX Runtime is installed: int8 cannot run here")
-    if "onnxruntime" in runtimes and not onnxruntime_has_int8():  # its int8 is refused here: nothing to measure
-        say(f"  onnxruntime: not measured ({ORT_INT8_REFUSED})")
-        runtimes.remove("onnxruntime")
-        if not runtimes:
-            raise FileNotFoundError(f"int8 cannot run here: {ORT_INT8_REFUSED}")
+    for refused in [r for r in runtimes if not int8_runs_here(r)]:  # its int8 is refused here: nothing to measure
+        say(f"  {refused}: not measured ({ORT_INT8_REFUSED})")
+        runtimes.remove(refused)
+    if not runtimes:
+        raise FileNotFoundError(f"int8 cannot run here: {ORT_INT8_REFUSED}")
     size = tuple(x.shape[2:])
     fp32 = mean_dice(
         run_batched(select_runtime(network, runtimes[0], precision="fp32", size=size, cache_dir="off"), x), y

@@ -17,7 +17,7 @@ from pyconv_monai.runtime import (
     calibrate_network,
     calibration_key,
     export_onnx,
-    onnxruntime_has_int8,
+    int8_runs_here,
     quantize_qdq,
     read_calibration,
     select_runtime,
@@ -37,7 +37,7 @@ from tests.runtime.test_runtime import FAST_RUNTIMES, _trained, _validation_slic
 BUNDLES = ["lung_ct_segmentation", "liver_ct_segmentation", "neuron_em_segmentation"]
 pytestmark = needs_runtime
 # the runtimes whose int8 select_runtime runs on this CPU (ONNX Runtime's is refused on x86 without VNNI)
-INT8_RUNTIMES = [r for r in FAST_RUNTIMES if r != "onnxruntime" or onnxruntime_has_int8()]
+INT8_RUNTIMES = [r for r in FAST_RUNTIMES if int8_runs_here(r)]
 
 
 def _images(count: int, size: int = 64) -> list[torch.Tensor]:
