@@ -30,13 +30,13 @@ def cpu_model() -> str:
 def cpu_features() -> str:
     """The CPU's vector units among AVX2, AVX-512, VNNI, BF16 and AMX, e.g. ``"avx2 avx512f avx512_vnni"`` (from
     ``/proc/cpuinfo``; ``"unknown"`` elsewhere, ``"none of ..."`` where it has none of them)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return " ".join(x for x in _FEATURES if x in flags) or f"none of {' '.join(_FEATURES)}"
-    return "unknown"
+    # imported here, not at the top: it imports torch, which this module's light users (table2_cell) do not need
+    from pyconv_monai.runtime.backends import cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
+        return "unknown"
+    return " ".join(x for x in _FEATURES if x in flags) or f"none of {' '.join(_FEATURES)}"
 
 
 def cpu_cores() -> int:

@@ -74,6 +74,7 @@ __all__ = [
     "available_runtimes",
     "calibrate_network",
     "calibration_key",
+    "cpu_flags",
     "export_onnx",
     "network_digest",
     "onnx_digest",
@@ -478,6 +479,20 @@ ORT_INT8_REFUSED = (
 _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 
 
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags, e.g. ``avx2``, ``avx512_vnni``: the ``flags`` line of ``/proc/cpuinfo``.
+
+    Returns:
+        the flags, or ``None`` where the OS does not list them (no ``/proc/cpuinfo``, or no ``flags`` line in it).
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if line is None else frozenset(line.split(":", 1)[1].split())
+
+
 @functools.lru_cache(maxsize=None)
 def onnxruntime_has_int8() -> bool:
     """Whether ONNX Runtime's int8 kernels compute without overflow here: every CPU but an x86 one without VNNI
@@ -489,13 +504,9 @@ def onnxruntime_has_int8() -> bool:
     """
     if platform.machine().lower() not in _X86:
         return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-        if flags is not None:
-            return "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        pass
+    flags = cpu_flags()
+    if flags is not None:
+        return "avx512_vnni" in flags or "avx_vnni" in flags
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # numpy < 2
